@@ -1,0 +1,636 @@
+"""The empirical neural tangent kernel (eNTK) of any ``torch.nn.Module``.
+
+``Theta(x, x') = sum_p eta_p J_p(x) J_p(x')^T`` with ``J_p(x) = d f(x) / d theta_p`` over every
+trainable parameter tensor ``p`` (``requires_grad=True``); ``eta_p = 1`` unless ``lr_scales`` says
+otherwise (Kunin et al., "Get rich quick", NTK with per-layer learning rates).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Dict, List, Mapping, Optional
+
+import torch
+import torch.nn as nn
+
+from .factors import Explicit, Hadamard, contract
+from .methods import NTKMethod, parse_outputs
+from .rules import get_rule
+
+__all__ = ["empirical_ntk", "available_memory", "trainable_parameters"]
+
+_GiB = 1024**3
+
+
+def available_memory(device: torch.device | None = None) -> int:
+    """Bytes the engine may use: half of free GPU memory, or half of the host's available RAM.
+
+    Override with the environment variable ``LAZYRICH_MEMORY_BUDGET_GB``.
+    """
+    env = os.environ.get("LAZYRICH_MEMORY_BUDGET_GB")
+    if env:
+        return int(float(env) * _GiB)
+    if device is not None and device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free * 0.5)
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024 // 2
+    except OSError:
+        pass
+    return 8 * _GiB
+
+
+def trainable_parameters(model: nn.Module) -> Dict[str, nn.Parameter]:
+    """``{name: parameter}`` of the parameters with ``requires_grad=True`` (tied ones once)."""
+    return {n: p for n, p in model.named_parameters() if p.requires_grad}
+
+
+# --------------------------------------------------------------------------------------------
+# validation
+# --------------------------------------------------------------------------------------------
+
+
+def _check_model(model: nn.Module) -> Dict[str, nn.Parameter]:
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}.")
+    params = trainable_parameters(model)
+    if not params:
+        raise ValueError(
+            "The model has no trainable parameters (requires_grad=True), so its eNTK is zero; "
+            "unfreeze at least one parameter."
+        )
+    for name, m in model.named_modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and (m.training or m.running_mean is None):
+            raise ValueError(
+                f"BatchNorm layer '{name}' uses batch statistics, which couple the samples and make the "
+                "eNTK ill-defined; call model.eval() first (and keep track_running_stats=True)."
+            )
+        if isinstance(m, nn.modules.dropout._DropoutNd) and m.training and m.p > 0:
+            raise ValueError(
+                f"Dropout layer '{name}' is active, which makes the eNTK random; call model.eval() first."
+            )
+    return params
+
+
+def _check_inputs(x1, x2, dtype, device):
+    def conv(x, name):
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}.")
+        if x.dim() == 0 or x.shape[0] == 0:
+            raise ValueError(f"{name} is empty; pass at least one sample along the first (batch) axis.")
+        if x.is_floating_point():
+            if not torch.isfinite(x).all():
+                raise ValueError(f"{name} contains NaN or inf; clean the inputs first.")
+            x = x.to(device=device, dtype=dtype)
+        else:
+            x = x.to(device=device)
+        return x
+
+    x1 = conv(x1, "x1")
+    if x2 is not None:
+        x2 = conv(x2, "x2")
+        if x2.shape[1:] != x1.shape[1:]:
+            raise ValueError(
+                f"x1 and x2 have different per-sample shapes {tuple(x1.shape[1:])} and {tuple(x2.shape[1:])}; "
+                "both must be (n, *feature_shape) for the same model input."
+            )
+        if x2.is_floating_point() != x1.is_floating_point():
+            raise ValueError("x1 and x2 must both be floating point or both be integer tensors.")
+    return x1, x2
+
+
+def _check_lr_scales(lr_scales, params) -> Dict[str, float]:
+    if lr_scales is None:
+        return {n: 1.0 for n in params}
+    if not isinstance(lr_scales, Mapping):
+        raise TypeError("lr_scales must be a dict {parameter name: learning-rate scale}.")
+    unknown = [k for k in lr_scales if k not in params]
+    if unknown:
+        raise ValueError(
+            f"lr_scales names {unknown} that are not trainable parameters of the model; "
+            f"valid names are {list(params)}."
+        )
+    out = {}
+    for n in params:
+        v = float(lr_scales.get(n, 1.0))
+        if not math.isfinite(v) or v < 0:
+            raise ValueError(f"lr_scales['{n}'] = {v} must be a finite number >= 0.")
+        out[n] = v
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# plan: which parameters go through which rule
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Plan:
+    rule_modules: Dict[str, tuple] = field(default_factory=dict)  # module name -> (module, rule, [local names])
+    fallback: List[str] = field(default_factory=list)  # full parameter names
+    full_name: Dict[tuple, str] = field(default_factory=dict)  # (module name, local) -> full name
+
+
+def _make_plan(model: nn.Module, params: Dict[str, nn.Parameter], use_rules: bool) -> _Plan:
+    plan = _Plan()
+    by_id = {id(p): n for n, p in params.items()}
+    covered = set()
+    if use_rules:
+        for mname, m in model.named_modules():
+            rule = get_rule(m)
+            if rule is None:
+                continue
+            local = []
+            for pname, p in m.named_parameters(recurse=False):
+                if id(p) in by_id and pname in rule.param_names and by_id[id(p)] not in covered:
+                    local.append(pname)
+            # every direct trainable parameter of a ruled module must be understood by the rule
+            direct = [pn for pn, p in m.named_parameters(recurse=False) if id(p) in by_id]
+            if not local or set(direct) - set(local):
+                continue
+            plan.rule_modules[mname] = (m, rule, local)
+            for pname in local:
+                full = by_id[id(getattr(m, pname))]
+                plan.full_name[(mname, pname)] = full
+                covered.add(full)
+    plan.fallback = [n for n in params if n not in covered]
+    return plan
+
+
+def _accumulate_edge_counts(root) -> Dict[int, int]:
+    """Number of autograd edges into each parameter's AccumulateGrad node, by ``id(param)``."""
+    counts: Dict[int, int] = {}
+    seen = set()
+    stack = [root]
+    while stack:
+        fn = stack.pop()
+        if fn is None or fn in seen:
+            continue
+        seen.add(fn)
+        for nxt, _ in fn.next_functions:
+            if nxt is None:
+                continue
+            var = getattr(nxt, "variable", None)
+            if var is not None:
+                counts[id(var)] = counts.get(id(var), 0) + 1
+            stack.append(nxt)
+    return counts
+
+
+# --------------------------------------------------------------------------------------------
+# factors of one chunk
+# --------------------------------------------------------------------------------------------
+
+
+def _output_selector(c: int, logit: Optional[int]) -> List[int]:
+    return list(range(c)) if logit is None else [logit]
+
+
+def _forward_flat(model, x):
+    out = model(x)
+    if not isinstance(out, torch.Tensor):
+        raise TypeError(
+            f"The model returned {type(out).__name__}; empirical_ntk needs a model whose forward returns one tensor "
+            "of shape (n, ...) (wrap it to select the output)."
+        )
+    if out.dim() == 0 or out.shape[0] != x.shape[0]:
+        raise ValueError(
+            f"The model output has shape {tuple(out.shape)} but the input batch has {x.shape[0]} samples; "
+            "the output's first axis must be the batch axis."
+        )
+    return out.reshape(out.shape[0], -1)
+
+
+def _batched_backward(out, inputs, ks, c_chunk):
+    """Per-output gradients of ``sum_i out[i, k]`` w.r.t. ``inputs`` for each ``k`` in ``ks``.
+
+    Returns a list (per input) of tensors ``(len(ks), *input.shape)`` (zeros where unused).
+    """
+    n, c = out.shape
+    results = [[] for _ in inputs]
+    for start in range(0, len(ks), c_chunk):
+        kk = ks[start : start + c_chunk]
+        E = out.new_zeros(len(kk), n, c)
+        for r, k in enumerate(kk):
+            E[r, :, k] = 1
+        last = start + c_chunk >= len(ks)
+        try:
+            grads = torch.autograd.grad(
+                out, inputs, grad_outputs=E, is_grads_batched=True, retain_graph=not last, allow_unused=True
+            )
+        except RuntimeError:
+            grads = [[] for _ in inputs]
+            for r in range(len(kk)):
+                gs = torch.autograd.grad(
+                    out, inputs, grad_outputs=E[r], retain_graph=True, allow_unused=True
+                )
+                for j, gj in enumerate(gs):
+                    grads[j].append(None if gj is None else gj)
+            grads = [
+                None if any(g is None for g in gl) else torch.stack(gl) for gl in grads
+            ]
+        for j, (g, inp) in enumerate(zip(grads, inputs)):
+            if g is None:
+                g = inp.new_zeros((len(kk),) + tuple(inp.shape))
+            results[j].append(g.detach())
+    return [torch.cat(r, 0) if len(r) > 1 else r[0] for r in results]
+
+
+class _Capture:
+    """Forward hooks that record layer inputs and insert zero 'probe' tensors at layer outputs.
+
+    ``y = layer(x) + probe`` with ``probe = 0``: the gradient w.r.t. ``probe`` is the gradient
+    w.r.t. the layer output, and it stays correct even if later code modifies ``y`` in place.
+    """
+
+    def __init__(self, plan: _Plan):
+        self.plan = plan
+        self.records: Dict[str, list] = {}
+        self.probes: Dict[str, list] = {}
+        self.versions: Dict[str, list] = {}
+        self.handles = []
+
+    def __enter__(self):
+        for mname, (m, rule, _) in self.plan.rule_modules.items():
+            self.records[mname], self.probes[mname], self.versions[mname] = [], [], []
+
+            def hook(mod, inputs, output, mname=mname, rule=rule):
+                if not torch.is_grad_enabled() or not isinstance(output, torch.Tensor):
+                    return None
+                inp = inputs[0]
+                with torch.no_grad():
+                    rec = rule.record(mod, inp)
+                self.records[mname].append(rec)
+                self.versions[mname].append((inp, inp._version))
+                probe = torch.zeros_like(output, requires_grad=True)
+                self.probes[mname].append(probe)
+                return output + probe
+
+            self.handles.append(m.register_forward_hook(hook))
+        return self
+
+    def __exit__(self, *exc):
+        for h in self.handles:
+            h.remove()
+        return False
+
+
+def _per_sample_jacobian(model, x, names, ks, chunk):
+    """``{name: (n, len(ks), numel)}`` per-sample Jacobians by ``torch.func`` (vmap over samples)."""
+    from torch.func import functional_call, jacrev, vmap
+
+    all_params = {n: p.detach() for n, p in model.named_parameters()}
+    buffers = {n: b for n, b in model.named_buffers()}
+    sub = {n: all_params[n] for n in names}
+    ks_t = torch.as_tensor(ks, device=x.device)
+
+    def f(sub_params, xi):
+        p = dict(all_params)
+        p.update(sub_params)
+        out = functional_call(model, (p, buffers), (xi.unsqueeze(0),))
+        return out.reshape(-1)[ks_t]
+
+    out: Dict[str, List[torch.Tensor]] = {n: [] for n in names}
+    for s in range(0, x.shape[0], chunk):
+        xs = x[s : s + chunk]
+        try:
+            jac = vmap(jacrev(f), in_dims=(None, 0))(sub, xs)
+        except Exception:  # models vmap cannot batch: one sample at a time
+            per = [jacrev(f)(sub, xi) for xi in xs]
+            jac = {n: torch.stack([j[n] for j in per]) for n in names}
+        for n in names:
+            out[n].append(jac[n].reshape(xs.shape[0], len(ks), -1).detach())
+    return {n: torch.cat(v) for n, v in out.items()}
+
+
+@dataclass
+class _Engine:
+    model: nn.Module
+    params: Dict[str, nn.Parameter]
+    plan: _Plan
+    ks: List[int]
+    choose: object
+    c_chunk: int
+    plan_checked: bool = False
+
+    def factors(self, x: torch.Tensor) -> Dict[str, object]:
+        """Kernel factors of every trainable parameter for the chunk ``x``."""
+        model, plan = self.model, self.plan
+        out_factors: Dict[str, object] = {}
+        if plan.rule_modules:
+            with torch.enable_grad():
+                with _Capture(plan) as cap:
+                    out = _forward_flat(model, x)
+                if not self.plan_checked:
+                    self._verify_plan(out, cap)
+                    if not plan.rule_modules:
+                        return self.factors(x)
+                # inputs modified in place after being recorded: record clones instead
+                for mname, vs in cap.versions.items():
+                    if any(t._version != v for t, v in vs):
+                        raise RuntimeError(
+                            f"The input of layer '{mname}' is modified in place later in the forward pass; "
+                            "use out-of-place operations (e.g. nn.ReLU(inplace=False)) before it or method='jacobian'."
+                        )
+                names = list(plan.rule_modules)
+                probes = [p for mn in names for p in cap.probes[mn]]
+                grads = _batched_backward(out, probes, self.ks, self.c_chunk) if probes else []
+            pos = 0
+            for mname in names:
+                m, rule, local = plan.rule_modules[mname]
+                k = len(cap.probes[mname])
+                g = grads[pos : pos + k]
+                pos += k
+                recs = cap.records[mname]
+                if k == 0:  # module not used with gradients: zero contribution
+                    for ln in local:
+                        numel = getattr(m, ln).numel()
+                        out_factors[plan.full_name[(mname, ln)]] = Explicit(
+                            x.new_zeros((x.shape[0], len(self.ks), numel), dtype=self._dtype())
+                        )
+                    continue
+                facs = rule.factors(m, recs, g, local, self.choose)
+                for ln, f in facs.items():
+                    out_factors[plan.full_name[(mname, ln)]] = f
+            del cap
+        if plan.fallback:
+            chunk = max(1, x.shape[0])
+            jac = _per_sample_jacobian(model, x, plan.fallback, self.ks, chunk)
+            for n, J in jac.items():
+                out_factors[n] = Explicit(J)
+        return out_factors
+
+    def _dtype(self):
+        return next(iter(self.params.values())).dtype
+
+    def _verify_plan(self, out, cap: _Capture) -> None:
+        """Move to the fallback every ruled parameter used other than once per recorded call."""
+        counts = _accumulate_edge_counts(out.grad_fn)
+        bad = []
+        for mname, (m, rule, local) in self.plan.rule_modules.items():
+            calls = len(cap.probes[mname])
+            for ln in local:
+                if counts.get(id(getattr(m, ln)), 0) != calls:
+                    bad.append(mname)
+                    break
+            else:
+                if calls and any(r.shape[0] != out.shape[0] for r in cap.records[mname]):
+                    bad.append(mname)  # not batch-first
+        for mname in bad:
+            m, rule, local = self.plan.rule_modules.pop(mname)
+            for ln in local:
+                self.plan.fallback.append(self.plan.full_name[(mname, ln)])
+        order = list(self.params)
+        self.plan.fallback.sort(key=order.index)
+        self.plan_checked = True
+
+
+def _make_choose(n1: int, n2: int, mode: str, c_sel: int):
+    """Pick the cheaper weight factor form for a linear-type layer (flop model per block)."""
+
+    def choose(da: int, dg: int, L: int, c: int) -> str:
+        cc = c * c if mode == "full" else c
+        had = n1 * n2 * L * L * (da + cc * dg)
+        exp = n1 * n2 * cc * da * dg + (n1 + n2) * c * L * da * dg
+        return "explicit" if exp < had else "hadamard"
+
+    return choose
+
+
+def _factor_bytes(factors: Dict[str, object]) -> int:
+    return sum(f.nbytes() for f in factors.values())
+
+
+def _merge_explicit(factors: Dict[str, object], scales: Dict[str, float]) -> list:
+    """Group factors for the total kernel: all explicit ones concatenated into one (scaled)."""
+    expl, rest = [], []
+    for n, f in factors.items():
+        s = scales[n]
+        if s == 0:
+            continue
+        if isinstance(f, Explicit):
+            expl.append(f.J if s == 1.0 else f.J * math.sqrt(s))
+        else:
+            rest.append((f, s))
+    out = [(Explicit(torch.cat(expl, dim=2)), 1.0)] if expl else []
+    return out + rest
+
+
+def _ntk_vp(model, x1, x2, params, scales, ks, mode, per_layer):
+    """NTK-vector products (Novak et al. 2022): for every column ``(j, l)`` a vector-Jacobian
+    product gives ``J2[j, l]`` (one sample at a time), and a Jacobian-vector product over ``x1``
+    gives the column ``J1 (eta * J2[j, l])^T``. No Jacobian of more than one sample is stored."""
+    from torch.func import functional_call, jvp, vmap
+
+    all_params = {n: p.detach() for n, p in model.named_parameters()}
+    buffers = {n: b for n, b in model.named_buffers()}
+    names = list(params)
+    x2 = x1 if x2 is None else x2
+    n1, n2, c = x1.shape[0], x2.shape[0], len(ks)
+    ks_t = torch.as_tensor(ks, device=x1.device)
+    sub = {n: all_params[n] for n in names}
+
+    def f1(sub_params):
+        p = dict(all_params)
+        p.update(sub_params)
+        return functional_call(model, (p, buffers), (x1,)).reshape(n1, -1)[:, ks_t]
+
+    groups = [[n] for n in names] if per_layer else [names]
+    results = {}
+    for grp in groups:
+        K = x1.new_zeros(n1, n2, c, c)
+        for j in range(n2):
+            jac = _per_sample_jacobian(model, x2[j : j + 1], grp, ks, 1)  # name -> (1, c, P)
+            tans = [(jac[n][0] * scales[n]).reshape((c,) + tuple(params[n].shape)) for n in grp]
+
+            def col(*tan_list):
+                tangent = {n: torch.zeros_like(sub[n]) for n in names}
+                tangent.update(dict(zip(grp, tan_list)))
+                return jvp(f1, (sub,), (tangent,))[1]
+
+            K[:, j] = vmap(col)(*tans).permute(1, 2, 0)  # (c_l, n1, c_k) -> (n1, c_k, c_l)
+        if mode == "trace":
+            K = torch.diagonal(K, dim1=2, dim2=3).sum(-1)
+        elif mode == "diagonal":
+            K = torch.diagonal(K, dim1=2, dim2=3)
+        results[grp[0] if per_layer else None] = K
+    return results if per_layer else results[None]
+
+
+def empirical_ntk(
+    model: nn.Module,
+    x1: torch.Tensor,
+    x2: Optional[torch.Tensor] = None,
+    *,
+    outputs="trace",
+    method="auto",
+    per_layer: bool = False,
+    lr_scales: Optional[Mapping[str, float]] = None,
+    batch_size: Optional[int] = None,
+):
+    """Empirical neural tangent kernel ``Theta(x1, x2) = sum_p eta_p J_p(x1) J_p(x2)^T``.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        Any model mapping a batch ``(n, *feature_shape)`` to outputs ``(n, ...)``; outputs are
+        flattened per sample to ``c`` logits. Samples must not interact (BatchNorm in eval mode,
+        dropout off); layers must see batch-first tensors. Only parameters with
+        ``requires_grad=True`` count.
+    x1, x2 : torch.Tensor
+        Inputs ``(n1, *feature_shape)`` and ``(n2, *feature_shape)``; ``x2=None`` means
+        ``x2 = x1`` (and the symmetry is exploited). Floating inputs are cast to the parameters'
+        dtype; integer inputs (token ids) are passed unchanged.
+    outputs : {"trace", "full", "diagonal"} or int
+        ``"trace"`` -> ``(n1, n2)`` kernel ``sum_k Theta_kk`` (a *sum* over logits, not a mean);
+        ``"full"`` -> ``(n1, n2, c, c)``; ``"diagonal"`` -> ``(n1, n2, c)`` (``Theta_kk``); an
+        int ``k`` -> ``(n1, n2)`` kernel of logit ``k``. With a single output every mode returns
+        ``(n1, n2)``.
+    method : {"auto", "structured", "jacobian", "ntk_vp"} or NTKMethod
+        Algorithm; all give the same numbers. See :class:`lazyrich.ntk.NTKMethod`.
+    per_layer : bool
+        If True return ``{parameter name: kernel}`` (every trainable parameter, in
+        ``model.named_parameters()`` order); the values sum to the total kernel.
+    lr_scales : dict, optional
+        ``{parameter name: eta_p}``; each parameter's contribution is multiplied by ``eta_p``
+        (default 1), the NTK of gradient flow with per-parameter learning rates.
+    batch_size : int, optional
+        Samples per chunk. By default chosen so that the factors stay within the memory budget
+        (:func:`available_memory`). Peak memory is bounded by the output kernel plus the factors
+        of two chunks.
+
+    Returns
+    -------
+    torch.Tensor or dict of torch.Tensor
+    """
+    params = _check_model(model)
+    mode, logit = parse_outputs(outputs)
+    try:
+        method = NTKMethod(method)
+    except ValueError:
+        raise ValueError(
+            f"method={method!r} is not one of {[m.value for m in NTKMethod]}."
+        ) from None
+    first = next(iter(params.values()))
+    dtype, device = first.dtype, first.device
+    x1, x2 = _check_inputs(x1, x2, dtype, device)
+    scales = _check_lr_scales(lr_scales, params)
+    sym = x2 is None
+    n1 = x1.shape[0]
+    n2 = n1 if sym else x2.shape[0]
+
+    with torch.no_grad():
+        c = _forward_flat(model, x1[:1]).shape[1]
+    if logit is not None and not (-c <= logit < c):
+        raise ValueError(f"outputs={logit} is out of range for a model with {c} outputs.")
+    if logit is not None:
+        logit %= c
+    ks = _output_selector(c, logit)
+    single = len(ks) == 1
+    kmode = "trace" if (single or mode == "logit") else mode
+    c_sel = len(ks)
+
+    itemsize = torch.empty((), dtype=dtype).element_size()
+    per_entry = {"trace": 1, "diagonal": c_sel, "full": c_sel * c_sel}[kmode]
+    n_kernels = (len(params) + 1) if per_layer else 1
+    out_bytes = n1 * n2 * per_entry * itemsize * n_kernels
+    budget = available_memory(device)
+    if out_bytes > budget:
+        raise MemoryError(
+            f"The requested kernel needs {out_bytes / _GiB:.1f} GiB but only {budget / _GiB:.1f} GiB are available; "
+            "use outputs='trace' or an int logit, fewer probe points, per_layer=False, "
+            "or set LAZYRICH_MEMORY_BUDGET_GB if more memory is really free."
+        )
+
+    if method is NTKMethod.NTK_VP:
+        res = _ntk_vp(model, x1, x2, params, scales, ks, kmode, per_layer)
+        if per_layer:
+            return {n: _finish(v, single) for n, v in res.items()}
+        return _finish(res, single)
+
+    plan = _make_plan(model, params, use_rules=method in (NTKMethod.STRUCTURED, NTKMethod.AUTO))
+    choose = _make_choose(n1, n2, kmode, c_sel)
+    eng = _Engine(model, params, plan, ks, choose, c_chunk=max(1, min(c_sel, 64)))
+
+    # chunk size from a one-sample probe of the factor memory
+    if batch_size is None:
+        probe = eng.factors(x1[:1])
+        per_sample = max(1, _factor_bytes(probe))
+        del probe
+        # factors of two chunks live at once, with a safety factor for temporaries
+        factor_budget = max(budget - out_bytes, budget // 8)
+        batch_size = int(max(1, factor_budget // (6 * per_sample)))
+    batch_size = max(1, int(batch_size))
+    if method is NTKMethod.STRUCTURED and plan.fallback:
+        _ = eng.factors(x1[:1])  # make sure the plan has been verified
+        if plan.fallback:
+            raise ValueError(
+                f"No structured rule covers parameters {plan.fallback}; use method='auto' to compute them by autograd "
+                "or register a rule with lazyrich.ntk.register_rule."
+            )
+
+    names = list(params)
+    out_shape = {"trace": (n1, n2), "diagonal": (n1, n2, c_sel), "full": (n1, n2, c_sel, c_sel)}[kmode]
+    if per_layer:
+        K = {n: torch.zeros(out_shape, dtype=dtype, device=device) for n in names}
+    else:
+        K = torch.zeros(out_shape, dtype=dtype, device=device)
+
+    chunks1 = [(s, min(s + batch_size, n1)) for s in range(0, n1, batch_size)]
+    chunks2 = chunks1 if sym else [(s, min(s + batch_size, n2)) for s in range(0, n2, batch_size)]
+
+    def groups_of(f):
+        if per_layer:
+            return [(n, [(f[n], scales[n])]) for n in names]
+        return [(None, _merge_explicit(f, scales))]
+
+    cache2: Dict[int, dict] = {}
+    keep2 = len(chunks2) > 1
+    for a, (s1, e1) in enumerate(chunks1):
+        f1 = eng.factors(x1[s1:e1])
+        g1 = groups_of(f1)
+        for b, (s2, e2) in enumerate(chunks2):
+            if sym and b < a:
+                continue
+            if sym and b == a:
+                blocks = {name: sum(s * contract(f, f, kmode, sym=True) for f, s in lst) for name, lst in g1}
+            else:
+                if b in cache2:
+                    g2 = cache2[b]
+                else:
+                    f2 = eng.factors((x1 if sym else x2)[s2:e2])
+                    g2 = groups_of(f2)
+                    if keep2 and (len(chunks1) * len(chunks2)) > 1 and _fits_cache(g2, budget, out_bytes, len(chunks2)):
+                        cache2[b] = g2
+                blocks = {}
+                for (name, lst1), (_, lst2) in zip(g1, g2):
+                    blocks[name] = sum(s * contract(fa, fb, kmode) for (fa, s), (fb, _) in zip(lst1, lst2))
+            for name, blk in blocks.items():
+                target = K[name] if per_layer else K
+                if isinstance(blk, int):  # empty group (all scales zero)
+                    continue
+                target[s1:e1, s2:e2] = blk
+                if sym and b != a:
+                    target[s2:e2, s1:e1] = blk.transpose(0, 1) if kmode != "full" else blk.permute(1, 0, 3, 2)
+    if per_layer:
+        return {n: _finish(v, single) for n, v in K.items()}
+    return _finish(K, single)
+
+
+def _fits_cache(groups, budget, out_bytes, n_chunks) -> bool:
+    size = 0
+    for _, lst in groups:
+        for f, _ in lst:
+            size += f.nbytes()
+    return size * n_chunks < max(0, budget - out_bytes) // 2
+
+
+def _finish(K: torch.Tensor, single: bool) -> torch.Tensor:
+    if single and K.dim() > 2:
+        K = K.reshape(K.shape[0], K.shape[1])
+    return K

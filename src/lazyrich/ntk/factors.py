@@ -1,0 +1,198 @@
+"""Kernel factors: what one parameter contributes to the eNTK of a chunk of samples, and how
+two chunks' factors contract into a kernel block.
+
+Axes conventions (used throughout :mod:`lazyrich.ntk`):
+
+* ``n`` samples of a chunk, ``c`` outputs (logits), ``P`` parameters of one tensor;
+* ``g`` groups (convolutions), ``L`` positions (sequence positions, conv output pixels, or
+  several calls of a shared module), ``da`` layer-input features, ``dg`` layer-output features.
+
+A parameter's per-sample Jacobian is ``J[i, k, :] = d f_k(x_i) / d theta``. Its kernel block is
+``sum_p J1[i, k, p] J2[j, l, p]``. Two exact representations are used:
+
+``Explicit(J)``
+    ``J`` of shape ``(n, c, P)``.
+``Hadamard(A, G)``
+    For a weight that acts linearly on its input at ``L`` positions, ``J[i, k] = sum_l G[i, k, l]
+    A[i, l]^T`` (an outer product per position), so ``J1 J2^T = sum_{l, l'} (A1 A2^T) * (G1 G2^T)``.
+    ``A`` has shape ``(n, g, L, da)`` and ``G`` shape ``(n, c, g, L, dg)``. When ``L = 1`` this
+    costs ``n1 n2 (da + c dg)`` instead of ``n1 n2 c da dg``.
+``IndexHadamard(idx, G)``
+    Embedding tables: ``A`` is the one-hot encoding of ``idx`` (``-1`` marks positions that
+    receive no gradient), represented by the indices themselves.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+__all__ = ["Explicit", "Hadamard", "IndexHadamard", "contract", "gram"]
+
+
+def gram(a: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
+    """``a @ b.T``; with ``b=None`` the symmetric ``a @ a.T``, computed block-triangularly.
+
+    For large ``n`` only the upper block triangle is multiplied (3 of 4 blocks), the lower one is
+    mirrored; the result is exactly symmetric.
+    """
+    if b is not None:
+        return a @ b.T
+    n = a.shape[0]
+    if n < 512:
+        out = a @ a.T
+        return out
+    h = n // 2
+    out = a.new_empty(n, n)
+    out[:h, :h] = a[:h] @ a[:h].T
+    out[h:, h:] = a[h:] @ a[h:].T
+    upper = a[:h] @ a[h:].T
+    out[:h, h:] = upper
+    out[h:, :h] = upper.T
+    return out
+
+
+@dataclass
+class Explicit:
+    """Per-sample Jacobian ``J`` of shape ``(n, c, P)``."""
+
+    J: torch.Tensor
+
+    @property
+    def n(self) -> int:
+        return self.J.shape[0]
+
+    def nbytes(self) -> int:
+        return self.J.numel() * self.J.element_size()
+
+
+@dataclass
+class Hadamard:
+    """Layer inputs ``A`` ``(n, g, L, da)`` and output gradients ``G`` ``(n, c, g, L, dg)``."""
+
+    A: torch.Tensor
+    G: torch.Tensor
+
+    @property
+    def n(self) -> int:
+        return self.A.shape[0]
+
+    def nbytes(self) -> int:
+        return (self.A.numel() + self.G.numel()) * self.G.element_size()
+
+    def gram_a(self, other: "Hadamard", grp: int, sym: bool) -> torch.Tensor:
+        a1 = self.A[:, grp]
+        n1, L1, da = a1.shape
+        a2 = other.A[:, grp]
+        n2, L2, _ = a2.shape
+        ka = gram(a1.reshape(n1 * L1, da), None if sym else a2.reshape(n2 * L2, da))
+        return ka.view(n1, L1, n2, L2)
+
+    def to_explicit(self) -> Explicit:
+        """``J[i, k, (g, o, a)] = sum_l G[i, k, g, l, o] A[i, g, l, a]``."""
+        n, c, g, L, dg = self.G.shape
+        da = self.A.shape[-1]
+        if L == 1:
+            J = self.G[:, :, :, 0, :, None] * self.A[:, None, :, 0, None, :]
+        else:
+            # batched matmul over (sample, group): (c*dg? no: per k) -> use einsum
+            J = torch.einsum("nkglo,ngla->nkgoa", self.G, self.A)
+        return Explicit(J.reshape(n, c, g * dg * da))
+
+
+@dataclass
+class IndexHadamard(Hadamard):
+    """Embedding factor: ``A`` holds integer indices ``(n, 1, L)`` (``-1``: no gradient)."""
+
+    def gram_a(self, other: "Hadamard", grp: int, sym: bool) -> torch.Tensor:
+        i1 = self.A[:, 0]
+        i2 = other.A[:, 0]
+        eq = (i1.reshape(-1, 1) == i2.reshape(1, -1)) & (i1.reshape(-1, 1) >= 0)
+        return eq.to(self.G.dtype).view(i1.shape[0], i1.shape[1], i2.shape[0], i2.shape[1])
+
+    def nbytes(self) -> int:
+        return self.A.numel() * 8 + self.G.numel() * self.G.element_size()
+
+    def to_explicit(self) -> Explicit:  # pragma: no cover - never chosen (vocabulary-sized)
+        raise NotImplementedError
+
+
+def _contract_explicit(J1: torch.Tensor, J2: torch.Tensor | None, mode: str) -> torch.Tensor:
+    n1, c, P = J1.shape
+    sym = J2 is None
+    n2 = n1 if sym else J2.shape[0]
+    if mode == "trace" or c == 1:
+        K = gram(J1.reshape(n1, c * P), None if sym else J2.reshape(n2, c * P))
+        if mode == "full":
+            return K[:, :, None, None]
+        if mode == "diagonal":
+            return K[:, :, None]
+        return K
+    if mode == "full":
+        K = gram(J1.reshape(n1 * c, P), None if sym else J2.reshape(n2 * c, P))
+        return K.view(n1, c, n2, c).permute(0, 2, 1, 3)
+    # diagonal
+    a = J1.transpose(0, 1)
+    b = a if sym else J2.transpose(0, 1)
+    return torch.bmm(a, b.transpose(1, 2)).permute(1, 2, 0)
+
+
+def _contract_hadamard(f1: Hadamard, f2: Hadamard, mode: str, sym: bool) -> torch.Tensor:
+    n1, c, g, L1, dg = f1.G.shape
+    n2, L2 = f2.G.shape[0], f2.G.shape[3]
+    out = None
+    for grp in range(g):
+        ka = f1.gram_a(f2, grp, sym)  # (n1, L1, n2, L2)
+        g1 = f1.G[:, :, grp]  # (n1, c, L1, dg)
+        g2 = f2.G[:, :, grp]
+        if L1 == 1 and L2 == 1:
+            ka2 = ka[:, 0, :, 0]
+            if mode == "trace" or c == 1:
+                kg = gram(g1.reshape(n1, c * dg), None if sym else g2.reshape(n2, c * dg))
+                blk = ka2 * kg
+                if mode == "full":
+                    blk = blk[:, :, None, None]
+                elif mode == "diagonal":
+                    blk = blk[:, :, None]
+            elif mode == "full":
+                kg = gram(g1.reshape(n1 * c, dg), None if sym else g2.reshape(n2 * c, dg))
+                blk = ka2[:, :, None, None] * kg.view(n1, c, n2, c).permute(0, 2, 1, 3)
+            else:
+                a = g1[:, :, 0].transpose(0, 1)  # (c, n1, dg)
+                b = a if sym else g2[:, :, 0].transpose(0, 1)
+                blk = ka2[:, :, None] * torch.bmm(a, b.transpose(1, 2)).permute(1, 2, 0)
+        else:
+            if mode == "trace" or c == 1:
+                a = g1.permute(0, 2, 1, 3).reshape(n1 * L1, c * dg)
+                b = None if sym else g2.permute(0, 2, 1, 3).reshape(n2 * L2, c * dg)
+                kg = gram(a, b).view(n1, L1, n2, L2)
+                blk = (ka * kg).sum(dim=(1, 3))
+                if mode == "full":
+                    blk = blk[:, :, None, None]
+                elif mode == "diagonal":
+                    blk = blk[:, :, None]
+            elif mode == "full":
+                a = g1.permute(0, 2, 1, 3).reshape(n1 * L1 * c, dg)
+                b = None if sym else g2.permute(0, 2, 1, 3).reshape(n2 * L2 * c, dg)
+                kg = gram(a, b).view(n1, L1, c, n2, L2, c)
+                blk = torch.einsum("iajb,iakjbl->ijkl", ka, kg)
+            else:
+                a = g1.permute(1, 0, 2, 3).reshape(c, n1 * L1, dg)
+                b = a if sym else g2.permute(1, 0, 2, 3).reshape(c, n2 * L2, dg)
+                kg = torch.bmm(a, b.transpose(1, 2)).view(c, n1, L1, n2, L2)
+                blk = torch.einsum("iajb,kiajb->ijk", ka, kg)
+        out = blk if out is None else out + blk
+    return out
+
+
+def contract(f1, f2, mode: str, sym: bool = False) -> torch.Tensor:
+    """Kernel block between two chunks' factors of the same parameter.
+
+    ``mode`` is ``"trace"`` -> ``(n1, n2)``, ``"full"`` -> ``(n1, n2, c, c)`` or ``"diagonal"``
+    -> ``(n1, n2, c)``. ``sym=True`` means ``f2`` is ``f1`` (same chunk): only the symmetric
+    product is formed.
+    """
+    if isinstance(f1, Explicit):
+        return _contract_explicit(f1.J, None if sym else f2.J, mode)
+    return _contract_hadamard(f1, f1 if sym else f2, mode, sym)

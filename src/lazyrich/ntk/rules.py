@@ -1,0 +1,281 @@
+"""Registry of per-layer structured eNTK rules.
+
+A rule turns what one layer saw during a forward pass (its inputs, one record per call) and the
+per-sample gradients of every output with respect to the layer's output (one tensor per call)
+into kernel factors (:mod:`lazyrich.ntk.factors`) for the layer's own parameters.
+
+Rules are looked up by the *exact* module type: a subclass may override ``forward`` and use its
+parameters differently, so it goes to the autograd fallback unless a rule is registered for it
+with :func:`register_rule`. The engine also checks, on the autograd graph, that each parameter is
+used exactly once per recorded call; a parameter used anywhere else (a weight tied across modules,
+a module whose ``forward`` is bypassed as ``nn.MultiheadAttention`` does with ``out_proj``) goes
+to the fallback. No parameter is ever skipped.
+
+Conventions: every layer input and output is batch-first, ``(n, ...)``; gradient records have
+shape ``(c, n, *output.shape[1:])``.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Dict, List, Sequence, Type
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .factors import Explicit, Hadamard, IndexHadamard
+
+__all__ = ["Rule", "register_rule", "get_rule", "registered_types", "Choice"]
+
+# Choice(da, dg, L, c) -> "hadamard" | "explicit": which weight factor form is cheaper.
+Choice = Callable[[int, int, int, int], str]
+
+
+class Rule:
+    """Base class of a per-layer rule.
+
+    Subclasses define :attr:`param_names` (the module's own parameters they cover),
+    :meth:`record` (called in a forward hook under ``torch.no_grad``; returns what must be kept
+    of the inputs) and :meth:`factors`.
+    """
+
+    param_names: Sequence[str] = ()
+
+    def applies(self, module: nn.Module) -> bool:
+        """Whether the rule can handle this configured instance (else: autograd fallback)."""
+        return True
+
+    def record(self, module: nn.Module, inp: torch.Tensor) -> torch.Tensor:
+        return inp.detach()
+
+    def factors(
+        self,
+        module: nn.Module,
+        records: List[torch.Tensor],
+        grads: List[torch.Tensor],
+        wanted: Sequence[str],
+        choose: Choice,
+    ) -> Dict[str, object]:
+        raise NotImplementedError
+
+
+_REGISTRY: Dict[Type[nn.Module], Rule] = {}
+
+
+def register_rule(module_type: Type[nn.Module], rule: Rule) -> None:
+    """Register ``rule`` for modules whose type is exactly ``module_type``."""
+    if not (isinstance(module_type, type) and issubclass(module_type, nn.Module)):
+        raise TypeError("register_rule expects an nn.Module subclass as module_type.")
+    if not isinstance(rule, Rule):
+        raise TypeError("register_rule expects a lazyrich.ntk.rules.Rule instance.")
+    _REGISTRY[module_type] = rule
+
+
+def get_rule(module: nn.Module) -> Rule | None:
+    """The rule for this module (exact type match), or ``None`` if it has none or cannot apply."""
+    rule = _REGISTRY.get(type(module))
+    if rule is None or not rule.applies(module):
+        return None
+    return rule
+
+
+def registered_types() -> list[type]:
+    return list(_REGISTRY)
+
+
+def _grads_to_ncl(g: torch.Tensor, channel_last: bool) -> torch.Tensor:
+    """(c, n, ..., d) -> (n, c, L, d) for channel-last layers."""
+    c, n = g.shape[:2]
+    d = g.shape[-1]
+    return g.reshape(c, n, -1, d).transpose(0, 1)
+
+
+def _bias_from_positions(G: torch.Tensor) -> Explicit:
+    """G: (n, c, L, d) -> Explicit((n, c, d)) summing positions."""
+    return Explicit(G.sum(dim=2))
+
+
+class LinearRule(Rule):
+    """``nn.Linear``: ``y = x W^T + b`` at every leading position.
+
+    Weight: ``J_W[i, k] = sum_l g_{ikl} a_{il}^T`` (Hadamard form ``(A A^T) * (G G^T)``, or the
+    explicit outer products when that is cheaper). Bias: ``J_b[i, k] = sum_l g_{ikl}``.
+    A module called several times contributes the sum over calls: the calls are stacked as extra
+    positions, which keeps every cross-call term.
+    """
+
+    param_names = ("weight", "bias")
+
+    def factors(self, module, records, grads, wanted, choose):
+        din = module.in_features
+        n = records[0].shape[0]
+        A = torch.cat([r.reshape(n, -1, din) for r in records], dim=1)  # (n, L, da)
+        G = torch.cat([_grads_to_ncl(g, True) for g in grads], dim=2)  # (n, c, L, dg)
+        out = {}
+        if "weight" in wanted:
+            fac = Hadamard(A[:, None], G[:, :, None])
+            if choose(A.shape[-1], G.shape[-1], A.shape[1], G.shape[1]) == "explicit":
+                fac = fac.to_explicit()
+            out["weight"] = fac
+        if "bias" in wanted:
+            out["bias"] = _bias_from_positions(G)
+        return out
+
+
+class ConvRule(Rule):
+    """``nn.Conv1d`` / ``nn.Conv2d`` with any stride, padding (incl. ``'same'`` and non-zero
+    padding modes), dilation and groups.
+
+    The convolution is a linear layer applied to unfolded input patches at every output pixel:
+    ``A`` = unfolded patches ``(n, g, P, C_in/g * prod(k))``, ``G`` = output gradients
+    ``(n, c, g, P, C_out/g)``; the weight factor is ``Hadamard(A, G)`` or its explicit per-sample
+    gradient, the bias factor sums ``G`` over pixels.
+    """
+
+    param_names = ("weight", "bias")
+
+    def __init__(self, dim: int):
+        self.dim = dim
+
+    def record(self, module, inp):
+        x = inp.detach()
+        pad_explicit = isinstance(module.padding, str) or module.padding_mode != "zeros"
+        if pad_explicit:
+            mode = "constant" if module.padding_mode == "zeros" else module.padding_mode
+            x = F.pad(x, module._reversed_padding_repeated_twice, mode=mode)
+            padding = (0,) * self.dim
+        else:
+            padding = tuple(module.padding)
+        ks, st, dl = tuple(module.kernel_size), tuple(module.stride), tuple(module.dilation)
+        if self.dim == 1:
+            x = x.unsqueeze(2)
+            ks, st, dl, padding = (1,) + ks, (1,) + st, (1,) + dl, (0,) + padding
+        cols = F.unfold(x, ks, dilation=dl, padding=padding, stride=st)  # (n, Cin*k, P)
+        n, ck, P = cols.shape
+        g = module.groups
+        return cols.view(n, g, ck // g, P).transpose(2, 3).contiguous()  # (n, g, P, da)
+
+    def factors(self, module, records, grads, wanted, choose):
+        g = module.groups
+        A = torch.cat(records, dim=2)
+        Gs = []
+        for gr in grads:
+            c, n, cout = gr.shape[:3]
+            Gs.append(gr.reshape(c, n, g, cout // g, -1).permute(1, 0, 2, 4, 3))  # (n,c,g,P,dg)
+        G = torch.cat(Gs, dim=3)
+        out = {}
+        if "weight" in wanted:
+            fac = Hadamard(A, G)
+            if choose(A.shape[-1], G.shape[-1], A.shape[2], G.shape[1]) == "explicit":
+                fac = fac.to_explicit()
+            out["weight"] = fac
+        if "bias" in wanted:
+            n, c = G.shape[:2]
+            out["bias"] = Explicit(G.sum(dim=3).reshape(n, c, -1))
+        return out
+
+
+class EmbeddingRule(Rule):
+    """``nn.Embedding``: the row ``idx`` receives the output gradient at each position.
+
+    ``K_ij = sum_{l, l'} [idx_il == idx_jl'] <g_il, g_jl'>`` (``padding_idx`` rows get no
+    gradient). ``scale_grad_by_freq`` couples positions through token counts and is left to the
+    autograd fallback.
+    """
+
+    param_names = ("weight",)
+
+    def applies(self, module):
+        return not module.scale_grad_by_freq
+
+    def record(self, module, inp):
+        idx = inp.detach().long().reshape(inp.shape[0], -1).clone()
+        if module.padding_idx is not None:
+            idx[idx == module.padding_idx] = -1
+        return idx
+
+    def factors(self, module, records, grads, wanted, choose):
+        idx = torch.cat(records, dim=1)  # (n, L)
+        G = torch.cat([_grads_to_ncl(g, True) for g in grads], dim=2)
+        return {"weight": IndexHadamard(idx[:, None], G[:, :, None])}
+
+
+class _AffineNormRule(Rule):
+    """Shared logic of normalisation layers ``y = xhat * w + b`` (per feature/channel)."""
+
+    param_names = ("weight", "bias")
+
+    def normalized(self, module, x):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def record(self, module, inp):
+        return self.normalized(module, inp.detach())
+
+    def _collapse(self, module, t: torch.Tensor) -> torch.Tensor:
+        """(c, n, *shape) -> (n, c, P): sum over the positions sharing one affine parameter."""
+        raise NotImplementedError
+
+    def factors(self, module, records, grads, wanted, choose):
+        out = {}
+        if "weight" in wanted:
+            J = None
+            for xh, g in zip(records, grads):
+                j = self._collapse(module, g * xh.unsqueeze(0))
+                J = j if J is None else J + j
+            out["weight"] = Explicit(J)
+        if "bias" in wanted:
+            J = None
+            for g in grads:
+                j = self._collapse(module, g)
+                J = j if J is None else J + j
+            out["bias"] = Explicit(J)
+        return out
+
+
+class LayerNormRule(_AffineNormRule):
+    """``nn.LayerNorm``: ``J_w = sum_positions xhat * g``, ``J_b = sum_positions g``."""
+
+    def normalized(self, module, x):
+        return F.layer_norm(x, module.normalized_shape, eps=module.eps)
+
+    def _collapse(self, module, t):
+        c, n = t.shape[:2]
+        P = 1
+        for s in module.normalized_shape:
+            P *= s
+        return t.reshape(c, n, -1, P).sum(2).transpose(0, 1)
+
+
+class GroupNormRule(_AffineNormRule):
+    """``nn.GroupNorm``: per-channel affine after group normalisation."""
+
+    def normalized(self, module, x):
+        return F.group_norm(x, module.num_groups, eps=module.eps)
+
+    def _collapse(self, module, t):
+        c, n, C = t.shape[:3]
+        return t.reshape(c, n, C, -1).sum(3).transpose(0, 1)
+
+
+class BatchNormEvalRule(GroupNormRule):
+    """``nn.BatchNorm1d/2d/3d`` in eval mode (running statistics): a per-channel affine map.
+
+    Training-mode BatchNorm couples samples through batch statistics; the engine refuses it.
+    """
+
+    def applies(self, module):
+        return module.running_mean is not None and not module.training
+
+    def normalized(self, module, x):
+        shape = (1, -1) + (1,) * (x.dim() - 2)
+        return (x - module.running_mean.view(shape)) / torch.sqrt(module.running_var.view(shape) + module.eps)
+
+
+register_rule(nn.Linear, LinearRule())
+register_rule(nn.Conv1d, ConvRule(1))
+register_rule(nn.Conv2d, ConvRule(2))
+register_rule(nn.Embedding, EmbeddingRule())
+register_rule(nn.LayerNorm, LayerNormRule())
+register_rule(nn.GroupNorm, GroupNormRule())
+for _bn in (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d):
+    register_rule(_bn, BatchNormEvalRule())
