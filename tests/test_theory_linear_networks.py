@@ -161,7 +161,7 @@ def test_Delta_conserved_along_gradient_flow() -> None:
     W_t, A_t = ln.integrate_wide_linear_flow(W0, A0, X, Y, t, ETA_A, ETA_W, rtol=1e-10, atol=1e-12)
     D0 = ln.wide_linear_conserved(W0, A0, ETA_A, ETA_W)
     errs = [np.max(np.abs(ln.wide_linear_conserved(W, A, ETA_A, ETA_W) - D0)) for W, A in zip(W_t, A_t)]
-    assert max(errs) < 1e-8 * np.max(np.abs(D0))
+    assert max(errs) < 1e-9 * np.max(np.abs(D0))  # measured ~1e-12
     # the flow actually moved and learned (otherwise conservation would be vacuous)
     assert np.linalg.norm(W_t[-1] - W0) > 0.1 * np.linalg.norm(W0)
     loss = [0.5 * np.sum((X @ W.T @ A - Y) ** 2) for W, A in zip(W_t, A_t)]
@@ -181,7 +181,7 @@ def test_self_consistent_beta_ode_matches_param_flow(d: int, h: int, c: int, del
     beta_ode = ln.integrate_isotropic_beta(W0.T @ A0, X, Y, delta, t, ETA_A, ETA_W,
                                            rtol=1e-11, atol=1e-13)
     for b_p, b_o in zip(beta_param, beta_ode):
-        assert _rel(b_o, b_p) < 1e-7
+        assert _rel(b_o, b_p) < 1e-8  # measured <= 8e-11
     assert np.linalg.norm(beta_param[-1] - beta_param[0]) > 0.3 * np.linalg.norm(beta_param[0])
 
 
