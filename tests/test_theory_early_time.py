@@ -349,6 +349,8 @@ def test_bad_inputs():
         et.psi1(np.ones(3), et.constants("relu"))
     with pytest.raises(ValueError, match="missing"):
         et.psi1(X, {"zeta": 1.0})
+    with pytest.raises(ValueError, match="n_nodes"):
+        et.constants("tanh", n_nodes=1000)
 
 
 # ---------------------------------------------------------------------------------------

@@ -219,6 +219,12 @@ def _rules(breakpoints: Sequence[float], n_nodes: int):
 def _expectations(
     fs: Sequence[ArrayFn], breakpoints: Sequence[float], n_nodes: int, tol: float
 ) -> list[float]:
+    n_nodes = int(n_nodes)
+    if not 20 <= n_nodes <= 300:
+        raise ValueError("n_nodes must be between 20 and 300 (numpy's Gauss-Hermite rule overflows beyond).")
+    tol = float(tol)
+    if not (np.isfinite(tol) and tol > 0):
+        raise ValueError("tol must be a positive finite float, e.g. 1e-10.")
     coarse, fine = _rules(breakpoints, n_nodes)
     out = []
     for f in fs:
@@ -279,10 +285,7 @@ def gaussian_expectation(
     """
     if not callable(f):
         raise TypeError("f must be a vectorized callable.")
-    n_nodes = int(n_nodes)
-    if not 20 <= n_nodes <= 300:
-        raise ValueError("n_nodes must be between 20 and 300 (numpy's Gauss-Hermite rule overflows beyond).")
-    return _expectations([f], tuple(breakpoints), n_nodes, float(tol))[0]
+    return _expectations([f], tuple(breakpoints), n_nodes, tol)[0]
 
 
 # ----------------------------------------------------------------------------------------
