@@ -15,6 +15,7 @@ from typing import Dict, List, Mapping, Optional
 import torch
 import torch.nn as nn
 
+from ._functional import no_fused_fastpaths
 from .factors import Explicit, Hadamard, contract
 from .methods import NTKMethod, parse_outputs
 from .rules import get_rule
@@ -298,11 +299,12 @@ def _per_sample_jacobian(model, x, names, ks, chunk):
     out: Dict[str, List[torch.Tensor]] = {n: [] for n in names}
     for s in range(0, x.shape[0], chunk):
         xs = x[s : s + chunk]
-        try:
-            jac = vmap(jacrev(f), in_dims=(None, 0))(sub, xs)
-        except Exception:  # models vmap cannot batch: one sample at a time
-            per = [jacrev(f)(sub, xi) for xi in xs]
-            jac = {n: torch.stack([j[n] for j in per]) for n in names}
+        with no_fused_fastpaths():
+            try:
+                jac = vmap(jacrev(f), in_dims=(None, 0))(sub, xs)
+            except Exception:  # models vmap cannot batch: one sample at a time
+                per = [jacrev(f)(sub, xi) for xi in xs]
+                jac = {n: torch.stack([j[n] for j in per]) for n in names}
         for n in names:
             out[n].append(jac[n].reshape(xs.shape[0], len(ks), -1).detach())
     return {n: torch.cat(v) for n, v in out.items()}
@@ -443,7 +445,7 @@ def _ntk_vp(model, x1, x2, params, scales, ks, mode, per_layer):
     groups = [[n] for n in names] if per_layer else [names]
     results = {}
     for grp in groups:
-        K = x1.new_zeros(n1, n2, c, c)
+        K = torch.zeros(n1, n2, c, c, dtype=next(iter(params.values())).dtype, device=x1.device)
         for j in range(n2):
             jac = _per_sample_jacobian(model, x2[j : j + 1], grp, ks, 1)  # name -> (1, c, P)
             tans = [(jac[n][0] * scales[n]).reshape((c,) + tuple(params[n].shape)) for n in grp]
@@ -453,7 +455,8 @@ def _ntk_vp(model, x1, x2, params, scales, ks, mode, per_layer):
                 tangent.update(dict(zip(grp, tan_list)))
                 return jvp(f1, (sub,), (tangent,))[1]
 
-            K[:, j] = vmap(col)(*tans).permute(1, 2, 0)  # (c_l, n1, c_k) -> (n1, c_k, c_l)
+            with no_fused_fastpaths():
+                K[:, j] = vmap(col)(*tans).permute(1, 2, 0)  # (c_l, n1, c_k) -> (n1, c_k, c_l)
         if mode == "trace":
             K = torch.diagonal(K, dim1=2, dim2=3).sum(-1)
         elif mode == "diagonal":
@@ -617,9 +620,17 @@ def empirical_ntk(
                 target[s1:e1, s2:e2] = blk
                 if sym and b != a:
                     target[s2:e2, s1:e1] = blk.transpose(0, 1) if kmode != "full" else blk.permute(1, 0, 3, 2)
+    if sym:  # BLAS does not promise a @ a.T to be bitwise symmetric: make it so
+        for v in K.values() if per_layer else [K]:
+            _symmetrize_(v, kmode)
     if per_layer:
         return {n: _finish(v, single) for n, v in K.items()}
     return _finish(K, single)
+
+
+def _symmetrize_(K: torch.Tensor, kmode: str) -> None:
+    KT = K.permute(1, 0, 3, 2) if kmode == "full" else K.transpose(0, 1)
+    K.add_(KT.clone()).mul_(0.5)
 
 
 def _fits_cache(groups, budget, out_bytes, n_chunks) -> bool:

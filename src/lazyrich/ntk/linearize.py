@@ -8,6 +8,8 @@ from typing import Dict
 import torch
 import torch.nn as nn
 
+from ._functional import no_fused_fastpaths
+
 __all__ = ["linearize", "LinearizedModel"]
 
 
@@ -24,19 +26,25 @@ class LinearizedModel(nn.Module):
 
     def __init__(self, model: nn.Module):
         super().__init__()
-        self._base = copy.deepcopy(model)
-        for p in self._base.parameters():
-            p.requires_grad_(False)
         self._names = [n for n, p in model.named_parameters() if p.requires_grad]
         if not self._names:
             raise ValueError("linearize needs a model with at least one trainable parameter.")
+        self._base = copy.deepcopy(model)
+        # theta0 and frozen parameters become buffers of the copy: they follow .to() and
+        # state_dict(), but parameters() yields only the trainable theta.
+        for m in self._base.modules():
+            for pname, p in list(m._parameters.items()):
+                if p is not None:
+                    del m._parameters[pname]
+                    m.register_buffer(pname, p.detach())
+        state = dict(self._base.named_buffers(remove_duplicate=False))
         self.theta = nn.ParameterDict(
-            {n.replace(".", "__"): nn.Parameter(p.detach().clone()) for n, p in model.named_parameters() if p.requires_grad}
+            {n.replace(".", "__"): nn.Parameter(state[n].clone()) for n in self._names}
         )
 
     def theta0(self) -> Dict[str, torch.Tensor]:
-        base = dict(self._base.named_parameters())
-        return {n: base[n] for n in self._names}
+        state = dict(self._base.named_buffers(remove_duplicate=False))
+        return {n: state[n] for n in self._names}
 
     def current(self) -> Dict[str, torch.Tensor]:
         return {n: self.theta[n.replace(".", "__")] for n in self._names}
@@ -44,18 +52,18 @@ class LinearizedModel(nn.Module):
     def forward(self, x):
         from torch.func import functional_call, jvp
 
-        base_params = {n: p for n, p in self._base.named_parameters()}
-        buffers = dict(self._base.named_buffers())
-        theta0 = self.theta0()
+        state = dict(self._base.named_buffers(remove_duplicate=False))
+        theta0 = {n: state[n] for n in self._names}
         cur = self.current()
         tangent = {n: cur[n] - theta0[n] for n in self._names}
 
         def f(sub):
-            p = dict(base_params)
+            p = dict(state)
             p.update(sub)
-            return functional_call(self._base, (p, buffers), (x,))
+            return functional_call(self._base, p, (x,))
 
-        out, dout = jvp(f, (theta0,), (tangent,))
+        with no_fused_fastpaths():
+            out, dout = jvp(f, (theta0,), (tangent,))
         return out + dout
 
 

@@ -1,0 +1,333 @@
+"""Oracle tests of the eNTK engine against brute-force per-sample autograd Jacobians.
+
+Tolerances: 1e-10 relative (max-abs error / max-abs kernel entry) in float64; 1e-4 in float32
+where the oracle also runs in float32 (same ReLU kinks on both sides).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn as nn
+
+from lazyrich import models
+from lazyrich.ntk import NTKMethod, empirical_ntk, kernel_distance, register_rule
+from ntk_oracle import brute_ntk, reduce_mode, rel_err
+
+METHODS = [m.value for m in NTKMethod]
+MODES = ["trace", "full", "diagonal", 1]
+TOL64 = 1e-10
+
+
+def _randomize_bn(model, gen):
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.running_mean.copy_(0.1 * torch.randn(m.running_mean.shape, generator=gen, dtype=m.running_mean.dtype))
+            m.running_var.copy_(0.5 + torch.rand(m.running_var.shape, generator=gen, dtype=m.running_var.dtype))
+            with torch.no_grad():
+                m.weight.copy_(1 + 0.2 * torch.randn(m.weight.shape, generator=gen, dtype=m.weight.dtype))
+                m.bias.copy_(0.1 * torch.randn(m.bias.shape, generator=gen, dtype=m.bias.dtype))
+
+
+# ------------------------------------------------------------------ a zoo of layer configurations
+
+
+class ConvZoo(nn.Module):
+    """Conv1d/Conv2d with stride, dilation, groups, 'same' and non-zero padding modes, GroupNorm,
+    in-place ReLU, BatchNorm1d, and biases."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1 = nn.Conv2d(2, 4, 3, stride=2, padding=1)
+        self.c2 = nn.Conv2d(4, 6, 3, padding="same", dilation=2, groups=2, padding_mode="reflect")
+        self.gn = nn.GroupNorm(3, 6)
+        self.c3 = nn.Conv2d(6, 6, (2, 3), stride=(1, 2), padding=(1, 0), padding_mode="circular", bias=False)
+        self.c1d = nn.Conv1d(6, 5, 3, stride=2, dilation=2, padding=2, groups=1)
+        self.bn = nn.BatchNorm1d(5)
+        self.head = nn.Linear(5, 3)
+
+    def forward(self, x):
+        x = torch.relu_(self.c1(x))
+        x = torch.tanh(self.gn(self.c2(x)))
+        x = self.c3(x)  # (n, 6, H, W)
+        x = x.mean(2)  # (n, 6, W)
+        x = torch.nn.functional.gelu(self.c1d(x)).mean(-1)
+        return self.head(self.bn(x))
+
+
+class TiedEmbedding(nn.Module):
+    """A language-model-style tied weight: the embedding table is reused by the output head."""
+
+    def __init__(self, vocab=11, d=6):
+        super().__init__()
+        self.emb = nn.Embedding(vocab, d)
+        self.ln = nn.LayerNorm(d)
+        self.mix = nn.Linear(d, d)
+
+    def forward(self, idx):
+        h = torch.tanh(self.mix(self.ln(self.emb(idx)))).mean(1)
+        return h @ self.emb.weight.T  # (n, vocab)
+
+
+class Conv1dSeq(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(9, 4, padding_idx=0)
+        self.conv = nn.Conv1d(4, 4, 3, groups=4, padding=1)
+        self.fc = nn.Linear(4 * 7, 2)
+
+    def forward(self, idx):
+        h = self.emb(idx).transpose(1, 2)
+        return self.fc(torch.tanh(self.conv(h)).flatten(1))
+
+
+def _zoo():
+    """name -> (factory(dtype), input factory(n, gen))."""
+    img = lambda c, s: (lambda n, g: torch.randn(n, c, s, s, generator=g, dtype=torch.float64))  # noqa: E731
+    vec = lambda d: (lambda n, g: torch.randn(n, d, generator=g, dtype=torch.float64))  # noqa: E731
+    tok = lambda v, L: (lambda n, g: torch.randint(0, v, (n, L), generator=g))  # noqa: E731
+    return {
+        "mlp_relu": (lambda: models.mlp([5, 16, 16, 3], "relu", seed=1), vec(5)),
+        "mlp_tanh": (lambda: models.mlp([5, 12, 3], "tanh", seed=2), vec(5)),
+        "mlp_gelu": (lambda: models.mlp([5, 12, 12, 2], "gelu", seed=3), vec(5)),
+        "mlp_1out": (lambda: models.mlp([4, 9, 1], "tanh", seed=4), vec(4)),
+        "lenet5": (lambda: models.lenet5(seed=5), img(1, 28)),
+        "resnet20": (lambda: models.resnet20(seed=6), img(3, 16)),
+        "vgg": (lambda: models.vgg_small(seed=7, input_size=16), img(3, 16)),
+        "transformer": (lambda: models.tiny_transformer(seed=8), tok(50, 8)),
+        "shared": (lambda: models.shared_layer_net(seed=9), vec(8)),
+        "frozen": (lambda: models.frozen_mlp([5, 10, 10, 3], frozen_layers=(0,), seed=10), vec(5)),
+        "convzoo": (ConvZoo, img(2, 9)),
+        "tied_embedding": (TiedEmbedding, tok(11, 5)),
+        "conv1d_seq": (Conv1dSeq, tok(9, 7)),
+    }
+
+
+ZOO = _zoo()
+_CACHE = {}
+
+
+def _setup(name):
+    if name not in _CACHE:
+        factory, inp = ZOO[name]
+        torch.manual_seed(123)
+        model = factory().double().eval()
+        gen = torch.Generator().manual_seed(7)
+        _randomize_bn(model, gen)
+        x1, x2 = inp(3, gen), inp(2, gen)
+        _CACHE[name] = (model, x1, x2, brute_ntk(model, x1, x2))
+    return _CACHE[name]
+
+
+@pytest.mark.parametrize("name", list(ZOO))
+@pytest.mark.parametrize("method", METHODS)
+def test_every_method_and_mode_matches_bruteforce_float64(name, method):
+    model, x1, x2, ref = _setup(name)
+    if method == "structured" and name in ("transformer", "tied_embedding"):
+        # attention's fused projection / a tied weight have no rule: structured must refuse
+        with pytest.raises(ValueError, match="method='auto'"):
+            empirical_ntk(model, x1, x2, method=method)
+        return
+    c = ref["total"].shape[-1]
+    for mode in MODES:
+        if isinstance(mode, int) and mode >= c:
+            continue
+        K = empirical_ntk(model, x1, x2, outputs=mode, method=method)
+        assert K.dtype == torch.float64
+        assert rel_err(K, reduce_mode(ref["total"], mode)) < TOL64, (name, method, mode)
+
+
+@pytest.mark.parametrize("name", ["convzoo", "transformer", "shared", "frozen", "resnet20", "tied_embedding"])
+def test_per_layer_blocks_equal_oracle_and_sum_to_total(name):
+    model, x1, x2, ref = _setup(name)
+    for method in ("auto", "jacobian"):
+        blocks = empirical_ntk(model, x1, x2, outputs="full", method=method, per_layer=True)
+        trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+        assert list(blocks) == trainable
+        for n, K in blocks.items():
+            assert rel_err(K, ref[n]) < TOL64 * 10 or ref[n].abs().max() == 0, n
+        total = sum(blocks.values())
+        assert rel_err(total, ref["total"]) < TOL64
+
+
+def test_frozen_parameters_do_not_count():
+    model, x1, x2, ref = _setup("frozen")
+    frozen = [n for n, p in model.named_parameters() if not p.requires_grad]
+    assert frozen, "the zoo's frozen model must freeze something"
+    K = empirical_ntk(model, x1, x2, outputs="trace")
+    for p in model.parameters():
+        p.requires_grad_(True)
+    try:
+        K_all = empirical_ntk(model, x1, x2, outputs="trace")
+    finally:
+        for n, p in model.named_parameters():
+            p.requires_grad_(n not in frozen)
+    assert rel_err(K, reduce_mode(ref["total"], "trace")) < TOL64
+    assert (K_all - K).abs().max() > 1e-6
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_lr_scales_equal_explicitly_scaled_jacobians(method):
+    model, x1, x2, _ = _setup("convzoo")
+    names = [n for n, p in model.named_parameters() if p.requires_grad]
+    scales = {n: 0.5 + i for i, n in enumerate(names[::2])}
+    scales[names[1]] = 0.0
+    ref = brute_ntk(model, x1, x2, lr_scales=scales)["total"]
+    K = empirical_ntk(model, x1, x2, outputs="full", method=method, lr_scales=scales)
+    assert rel_err(K, ref) < TOL64
+
+
+@pytest.mark.parametrize("name", ["lenet5", "transformer", "convzoo"])
+def test_symmetric_and_chunked_paths_are_exact(name):
+    model, x1, x2, _ = _setup(name)
+    x = torch.cat([x1, x2])
+    ref = brute_ntk(model, x)["total"]
+    for bs in (None, 1, 2):
+        K = empirical_ntk(model, x, outputs="full", batch_size=bs)
+        assert rel_err(K, ref) < TOL64
+        assert torch.equal(K, K.permute(1, 0, 3, 2))
+    K12 = empirical_ntk(model, x1, x2, outputs="diagonal", batch_size=2)
+    assert rel_err(K12, reduce_mode(brute_ntk(model, x1, x2)["total"], "diagonal")) < TOL64
+
+
+def test_large_symmetric_gram_block_path():
+    # n >= 512 exercises the block-triangular symmetric product
+    model = models.mlp([3, 8, 2], "tanh", seed=0).double()
+    x = torch.randn(520, 3, dtype=torch.float64)
+    K = empirical_ntk(model, x, outputs="trace", method="structured")
+    Kj = empirical_ntk(model, x, x.clone(), outputs="trace", method="jacobian")
+    assert rel_err(K, Kj) < 1e-12
+    assert torch.equal(K, K.T)
+
+
+@pytest.mark.parametrize("name", ["mlp_relu", "lenet5", "transformer", "convzoo"])
+def test_float32_paths_agree(name):
+    factory, inp = ZOO[name]
+    torch.manual_seed(0)
+    model = factory().float().eval()
+    gen = torch.Generator().manual_seed(3)
+    x1, x2 = inp(3, gen), inp(2, gen)
+    if x1.is_floating_point():
+        x1, x2 = x1.float(), x2.float()
+    ref = brute_ntk(model, x1, x2)["total"]  # float32 oracle: same kinks
+    for method in ("auto", "jacobian", "ntk_vp"):
+        K = empirical_ntk(model, x1, x2, outputs="full", method=method)
+        assert K.dtype == torch.float32
+        assert rel_err(K, ref) < 1e-4, method
+
+
+def test_integer_inputs_and_single_output_shapes():
+    model, x1, x2, ref = _setup("mlp_1out")
+    for mode in ("trace", "full", "diagonal", 0):
+        K = empirical_ntk(model, x1, x2, outputs=mode)
+        assert K.shape == (3, 2)
+    model, x1, x2, _ = _setup("transformer")
+    assert not x1.is_floating_point()
+    assert empirical_ntk(model, x1, x2).shape == (3, 2)
+
+
+def test_negative_logit_index_and_out_of_range():
+    model, x1, x2, ref = _setup("mlp_relu")
+    K = empirical_ntk(model, x1, x2, outputs=-1)
+    assert rel_err(K, ref["total"][:, :, -1, -1]) < TOL64
+    with pytest.raises(ValueError, match="out of range"):
+        empirical_ntk(model, x1, x2, outputs=3)
+
+
+def test_register_rule_for_a_subclass():
+    class MyLinear(nn.Linear):
+        pass
+
+    from lazyrich.ntk.rules import LinearRule, get_rule
+
+    model = nn.Sequential(MyLinear(3, 4), nn.Tanh(), nn.Linear(4, 2)).double()
+    assert get_rule(model[0]) is None  # exact type match: subclasses are not assumed safe
+    x1, x2 = torch.randn(3, 3, dtype=torch.float64), torch.randn(2, 3, dtype=torch.float64)
+    with pytest.raises(ValueError, match="No structured rule"):
+        empirical_ntk(model, x1, x2, method="structured")
+    register_rule(MyLinear, LinearRule())
+    K = empirical_ntk(model, x1, x2, outputs="full", method="structured")
+    assert rel_err(K, brute_ntk(model, x1, x2)["total"]) < TOL64
+
+
+def test_weight_used_outside_its_module_goes_to_fallback():
+    lin = nn.Linear(4, 4).double()
+
+    class Abuse(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = lin
+
+        def forward(self, x):
+            return torch.tanh(self.lin(x)) @ self.lin.weight  # weight used twice, once outside
+
+    model = Abuse()
+    x1, x2 = torch.randn(3, 4, dtype=torch.float64), torch.randn(2, 4, dtype=torch.float64)
+    K = empirical_ntk(model, x1, x2, outputs="full")
+    assert rel_err(K, brute_ntk(model, x1, x2)["total"]) < TOL64
+
+
+# ------------------------------------------------------------------ errors
+
+
+def test_errors_are_clear():
+    model = models.mlp([4, 6, 2], seed=0)
+    x = torch.randn(3, 4)
+    with pytest.raises(ValueError, match="per-sample shapes"):
+        empirical_ntk(model, x, torch.randn(3, 5))
+    with pytest.raises(ValueError, match="empty"):
+        empirical_ntk(model, x[:0])
+    with pytest.raises(ValueError, match="NaN"):
+        empirical_ntk(model, torch.full((2, 4), float("nan")))
+    with pytest.raises(ValueError, match="outputs"):
+        empirical_ntk(model, x, outputs="mean")
+    with pytest.raises(ValueError, match="method"):
+        empirical_ntk(model, x, method="magic")
+    with pytest.raises(ValueError, match="lr_scales"):
+        empirical_ntk(model, x, lr_scales={"nope": 1.0})
+    with pytest.raises(ValueError, match=">= 0"):
+        empirical_ntk(model, x, lr_scales={"1.weight": -1.0})
+    with pytest.raises(TypeError, match="nn.Module"):
+        empirical_ntk(lambda z: z, x)
+
+    bn = nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4), nn.Linear(4, 2))
+    with pytest.raises(ValueError, match=r"model\.eval\(\)"):
+        empirical_ntk(bn.train(), x)
+    assert empirical_ntk(bn.eval(), x).shape == (3, 3)
+
+    drop = nn.Sequential(nn.Linear(4, 4), nn.Dropout(0.5), nn.Linear(4, 2)).train()
+    with pytest.raises(ValueError, match=r"model\.eval\(\)"):
+        empirical_ntk(drop, x)
+
+    frozen = models.mlp([4, 6, 2], seed=0).requires_grad_(False)
+    with pytest.raises(ValueError, match="no trainable parameters"):
+        empirical_ntk(frozen, x)
+
+
+def test_kernel_too_large_for_memory(monkeypatch):
+    model = models.mlp([4, 6, 10], seed=0)
+    monkeypatch.setenv("LAZYRICH_MEMORY_BUDGET_GB", "0.0001")  # ~100 KiB
+    x = torch.randn(64, 4)
+    with pytest.raises(MemoryError, match="outputs='trace'"):
+        empirical_ntk(model, x, outputs="full")  # 64*64*100*4 B = 1.6 MB
+    assert empirical_ntk(model, x[:8], outputs="trace").shape == (8, 8)
+
+
+# ------------------------------------------------------------------ kernel distance
+
+
+def test_kernel_distance_properties():
+    g = torch.Generator().manual_seed(0)
+    A = torch.randn(6, 6, generator=g, dtype=torch.float64)
+    K1, K2 = A @ A.T, torch.randn(6, 6, generator=g, dtype=torch.float64)
+    assert abs(kernel_distance(K1, K1)) < 1e-15
+    assert abs(kernel_distance(K1, 3.7 * K1)) < 1e-15
+    s = kernel_distance(K1, K2)
+    assert abs(kernel_distance(2 * K1, 0.1 * K2) - s) < 1e-14
+    manual = 1 - (K1 * K2).sum() / (K1.norm() * K2.norm())
+    assert abs(s - manual.item()) < 1e-14
+    assert abs(kernel_distance(torch.eye(2), torch.tensor([[0.0, 1.0], [1.0, 0.0]])) - 1.0) < 1e-15
+    with pytest.raises(ValueError, match="shapes"):
+        kernel_distance(K1, K1[:3])
+    with pytest.raises(ValueError, match="zero"):
+        kernel_distance(K1, 0 * K1)
