@@ -84,6 +84,10 @@ def test_two_layer_delta_formula_linear_pair_and_w_a():
         def forward(self, x):
             return torch.relu(x @ self.w.T) @ self.a
 
+    from lazyrich.models import two_layer
+
+    assert M.two_layer_structure(two_layer(3, 5, activation="relu", seed=0))["a_axis"] == 0
+    assert M.two_layer_structure(two_layer(3, 5, activation="tanh", seed=0)) is None
     m = WA()
     st = M.two_layer_structure(m)
     d = M.two_layer_deltas(dict(m.named_parameters()), st)

@@ -149,7 +149,9 @@ def two_layer_structure(model: nn.Module) -> Optional[dict]:
       activations (ReLU, LeakyReLU, PReLU without trainable slope, Identity) or containers/Flatten as the
       other modules;
     * a module with exactly two trainable parameters named ``w`` ``(m, d)`` and ``a`` ``(m,)``/``(m, c)``
-      (Luo et al.'s two-layer net, ``lazyrich.models.two_layer``).
+      (Luo et al.'s two-layer net, ``lazyrich.models.two_layer``), whose submodules are positively homogeneous
+      activations only. A module whose ``forward`` applies a non-homogeneous function without a submodule
+      (e.g. ``torch.tanh``) cannot be detected from its structure: only use this with ReLU-like nets.
 
     Returns
     -------
@@ -157,6 +159,13 @@ def two_layer_structure(model: nn.Module) -> Optional[dict]:
         ``{"w": name, "b": name or None, "a": name, "a_axis": axis of a indexing neurons}`` or None.
     """
     params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    # every other submodule must be a container or a positively homogeneous activation without trainable slope
+    for n, m in model.named_modules():
+        if m is model or isinstance(m, nn.Linear) or isinstance(m, _CONTAINERS):
+            continue
+        if isinstance(m, _POS_HOMOGENEOUS) and not any(p.requires_grad for p in m.parameters()):
+            continue
+        return None
     if set(params) == {"w", "a"}:
         w, a = params["w"], params["a"]
         if w.dim() == 2 and a.dim() in (1, 2) and a.shape[0] == w.shape[0]:
@@ -164,14 +173,6 @@ def two_layer_structure(model: nn.Module) -> Optional[dict]:
         return None
     linears = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear)]
     if len(linears) != 2:
-        return None
-    for n, m in model.named_modules():
-        if m is model or isinstance(m, nn.Linear) or isinstance(m, _CONTAINERS):
-            continue
-        if isinstance(m, _POS_HOMOGENEOUS):
-            if any(p.requires_grad for p in m.parameters()):
-                return None
-            continue
         return None
     (n1, l1), (n2, l2) = linears
     if l1.out_features != l2.in_features:

@@ -318,6 +318,7 @@ class _Engine:
     ks: List[int]
     choose: object
     c_chunk: int
+    fold: Dict[str, bool] = field(default_factory=dict)  # module name -> fold bias into weight
     plan_checked: bool = False
 
     def factors(self, x: torch.Tensor) -> Dict[str, object]:
@@ -356,7 +357,7 @@ class _Engine:
                             x.new_zeros((x.shape[0], len(self.ks), numel), dtype=self._dtype())
                         )
                     continue
-                facs = rule.factors(m, recs, g, local, self.choose)
+                facs = rule.factors(m, recs, g, local, self.choose, fold_bias=self.fold.get(mname, False))
                 for ln, f in facs.items():
                     out_factors[plan.full_name[(mname, ln)]] = f
             del cap
@@ -559,6 +560,12 @@ def empirical_ntk(
     plan = _make_plan(model, params, use_rules=method in (NTKMethod.STRUCTURED, NTKMethod.AUTO))
     choose = _make_choose(n1, n2, kmode, c_sel)
     eng = _Engine(model, params, plan, ks, choose, c_chunk=max(1, min(c_sel, 64)))
+    if not per_layer:  # fold biases into their weight's factor where the scales agree
+        for mname, (m, rule, local) in plan.rule_modules.items():
+            if rule.can_fold_bias and "weight" in local and "bias" in local:
+                sw = scales[plan.full_name[(mname, "weight")]]
+                sb = scales[plan.full_name[(mname, "bias")]]
+                eng.fold[mname] = sw == sb
 
     # chunk size from a one-sample probe of the factor memory
     if batch_size is None:

@@ -55,8 +55,15 @@ class Rule:
         grads: List[torch.Tensor],
         wanted: Sequence[str],
         choose: Choice,
+        fold_bias: bool = False,
     ) -> Dict[str, object]:
+        """``{local parameter name: factor}``. With ``fold_bias=True`` (only passed to rules with
+        :attr:`can_fold_bias`, when weight and bias have the same learning-rate scale and only the
+        total kernel is wanted) the bias may be folded into the weight factor by appending a
+        constant-one input feature, ``(A A^T + 1) * (G G^T)``; the bias then has no entry."""
         raise NotImplementedError
+
+    can_fold_bias = False
 
 
 _REGISTRY: Dict[Type[nn.Module], Rule] = {}
@@ -105,13 +112,17 @@ class LinearRule(Rule):
     """
 
     param_names = ("weight", "bias")
+    can_fold_bias = True
 
-    def factors(self, module, records, grads, wanted, choose):
+    def factors(self, module, records, grads, wanted, choose, fold_bias=False):
         din = module.in_features
         n = records[0].shape[0]
         A = torch.cat([r.reshape(n, -1, din) for r in records], dim=1)  # (n, L, da)
         G = torch.cat([_grads_to_ncl(g, True) for g in grads], dim=2)  # (n, c, L, dg)
         out = {}
+        if fold_bias and "weight" in wanted and "bias" in wanted:
+            A = torch.cat([A, A.new_ones(A.shape[:-1] + (1,))], dim=-1)
+            wanted = ("weight",)
         if "weight" in wanted:
             fac = Hadamard(A[:, None], G[:, :, None])
             if choose(A.shape[-1], G.shape[-1], A.shape[1], G.shape[1]) == "explicit":
@@ -155,7 +166,9 @@ class ConvRule(Rule):
         g = module.groups
         return cols.view(n, g, ck // g, P).transpose(2, 3).contiguous()  # (n, g, P, da)
 
-    def factors(self, module, records, grads, wanted, choose):
+    can_fold_bias = True
+
+    def factors(self, module, records, grads, wanted, choose, fold_bias=False):
         g = module.groups
         A = torch.cat(records, dim=2)
         Gs = []
@@ -164,6 +177,9 @@ class ConvRule(Rule):
             Gs.append(gr.reshape(c, n, g, cout // g, -1).permute(1, 0, 2, 4, 3))  # (n,c,g,P,dg)
         G = torch.cat(Gs, dim=3)
         out = {}
+        if fold_bias and "weight" in wanted and "bias" in wanted:
+            A = torch.cat([A, A.new_ones(A.shape[:-1] + (1,))], dim=-1)
+            wanted = ("weight",)
         if "weight" in wanted:
             fac = Hadamard(A, G)
             if choose(A.shape[-1], G.shape[-1], A.shape[2], G.shape[1]) == "explicit":
@@ -194,7 +210,7 @@ class EmbeddingRule(Rule):
             idx[idx == module.padding_idx] = -1
         return idx
 
-    def factors(self, module, records, grads, wanted, choose):
+    def factors(self, module, records, grads, wanted, choose, fold_bias=False):
         idx = torch.cat(records, dim=1)  # (n, L)
         G = torch.cat([_grads_to_ncl(g, True) for g in grads], dim=2)
         return {"weight": IndexHadamard(idx[:, None], G[:, :, None])}
@@ -215,7 +231,7 @@ class _AffineNormRule(Rule):
         """(c, n, *shape) -> (n, c, P): sum over the positions sharing one affine parameter."""
         raise NotImplementedError
 
-    def factors(self, module, records, grads, wanted, choose):
+    def factors(self, module, records, grads, wanted, choose, fold_bias=False):
         out = {}
         if "weight" in wanted:
             J = None

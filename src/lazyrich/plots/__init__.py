@@ -1,1 +1,33 @@
-"""lazyrich.plots"""
+"""lazyrich.plots: figures (cone paper Figs. 1a-1c, 2 and training curves) and the HTML report of a run."""
+
+from lazyrich.plots.figures import (
+    FIGURES,
+    adjacent_by_step,
+    fig_adjacent_distances,
+    fig_cone,
+    fig_curves,
+    fig_distances,
+    fig_kernel_stats,
+    fig_reference_distances,
+    fig_switching,
+    save_figure,
+    save_figures,
+)
+from lazyrich.plots.report import format_headline, headline_numbers, report
+
+__all__ = [
+    "FIGURES",
+    "adjacent_by_step",
+    "fig_reference_distances",
+    "fig_adjacent_distances",
+    "fig_cone",
+    "fig_switching",
+    "fig_curves",
+    "fig_distances",
+    "fig_kernel_stats",
+    "save_figure",
+    "save_figures",
+    "headline_numbers",
+    "format_headline",
+    "report",
+]
