@@ -320,6 +320,7 @@ class _Engine:
     c_chunk: int
     fold: Dict[str, bool] = field(default_factory=dict)  # module name -> fold bias into weight
     plan_checked: bool = False
+    temp_bytes: int = 0  # size of the layer records and output gradients of the last chunk
 
     def factors(self, x: torch.Tensor) -> Dict[str, object]:
         """Kernel factors of every trainable parameter for the chunk ``x``."""
@@ -343,6 +344,8 @@ class _Engine:
                 names = list(plan.rule_modules)
                 probes = [p for mn in names for p in cap.probes[mn]]
                 grads = _batched_backward(out, probes, self.ks, self.c_chunk) if probes else []
+                recs_all = [r for mn in names for r in cap.records[mn]]
+                self.temp_bytes = sum(t.numel() * t.element_size() for t in list(grads) + recs_all)
             pos = 0
             for mname in names:
                 m, rule, local = plan.rule_modules[mname]
@@ -569,12 +572,13 @@ def empirical_ntk(
 
     # chunk size from a one-sample probe of the factor memory
     if batch_size is None:
-        probe = eng.factors(x1[:1])
-        per_sample = max(1, _factor_bytes(probe))
+        k = min(2, n1)
+        probe = eng.factors(x1[:k])
+        per_sample = max(1, (_factor_bytes(probe) + eng.temp_bytes) // k)
         del probe
-        # factors of two chunks live at once, with a safety factor for temporaries
+        # factors of two chunks and one chunk's records/gradients live at once; keep a 3x margin
         factor_budget = max(budget - out_bytes, budget // 8)
-        batch_size = int(max(1, factor_budget // (6 * per_sample)))
+        batch_size = int(max(1, factor_budget // (3 * 3 * per_sample)))
     batch_size = max(1, int(batch_size))
     if method is NTKMethod.STRUCTURED and plan.fallback:
         _ = eng.factors(x1[:1])  # make sure the plan has been verified
