@@ -1,0 +1,123 @@
+"""Command line: ``lazyrich run cone --preset quick|paper [key=value ...] --out DIR`` and ``lazyrich report RUN_DIR``.
+
+Examples
+--------
+::
+
+    lazyrich run cone --preset quick --out runs/cone-quick
+    lazyrich run cone --preset paper data_dir=~/data/cifar10 --out runs/cone-resnet20
+    lazyrich run cone --preset quick steps=1000 lr=0.1 switch_points=0,100,500 --out runs/try
+    lazyrich report runs/cone-quick
+    lazyrich run cone --preset quick --show-config      # print the resolved config and exit
+
+Rerunning the same ``run`` command on the same ``--out`` directory resumes it.  Configuration keys are the fields
+of :class:`lazyrich.experiments.cone.ConeConfig`; an unknown key or a value of the wrong type is rejected.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Optional, Sequence
+
+__all__ = ["main", "build_parser"]
+
+EXPERIMENTS = ("cone",)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argparse parser of the ``lazyrich`` command."""
+    from lazyrich.experiments.cone import PRESETS
+
+    p = argparse.ArgumentParser(
+        prog="lazyrich",
+        description="Measure, explain and reproduce the learning dynamics of neural networks (lazy vs rich, eNTK).",
+    )
+    sub = p.add_subparsers(dest="command", metavar="{run,report}")
+    sub.required = True
+
+    r = sub.add_parser("run", help="run (or resume) an experiment into a run directory",
+                       description="Run or resume an experiment. Rerunning the same command resumes it.")
+    r.add_argument("experiment", choices=EXPERIMENTS, help="experiment name")
+    r.add_argument("--preset", default="quick", choices=list(PRESETS),
+                   help="configuration preset (default: quick; paper = ResNet-20 on CIFAR-10, needs data_dir=...)")
+    r.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. steps=500 lr=0.1")
+    r.add_argument("--out", default=None, help="run directory (default: runs/<experiment>-<preset>)")
+    r.add_argument("--no-progress", action="store_true", help="no progress bars")
+    r.add_argument("--report", action="store_true", help="write the figures and report.html afterwards")
+    r.add_argument("--show-config", action="store_true", help="print the resolved config as JSON and exit")
+
+    rp = sub.add_parser("report", help="write figures/*.png and report.html for a run directory")
+    rp.add_argument("run_dir", help="a run directory written by `lazyrich run`")
+    return p
+
+
+def _resolve_config(args: argparse.Namespace, parser: argparse.ArgumentParser):
+    from lazyrich.experiments.cone import preset
+
+    try:
+        return preset(args.preset).with_overrides(args.overrides)
+    except (ValueError, TypeError) as exc:
+        parser.error(str(exc))
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Entry point of the ``lazyrich`` command (``python -m lazyrich`` too); returns the exit status.
+
+    Bad arguments (unknown command, preset or config key, badly typed value) exit with status 2 and a
+    one-line message from argparse; errors while running (e.g. a missing data directory or a run directory
+    holding another config) print ``lazyrich: error: ...`` and return 1.
+    """
+    parser = build_parser()
+    # argparse cannot take positionals (the overrides) after an option such as --preset in one nargs="*"
+    # slot, so leftover key=value items are collected here and anything else is rejected.
+    args, extra = parser.parse_known_args(list(argv) if argv is not None else None)
+    bad = [e for e in extra if args.command != "run" or e.startswith("-") or "=" not in e]
+    if bad:
+        parser.error(f"unrecognized arguments: {' '.join(bad)}")
+    if args.command == "run":
+        args.overrides = list(args.overrides) + list(extra)
+    from lazyrich.dynamics import RunStoreError
+
+    try:
+        if args.command == "run":
+            config = _resolve_config(args, parser)
+            if args.show_config:
+                print(json.dumps(config.to_dict(), indent=2))
+                return 0
+            from lazyrich.experiments.cone import run
+
+            out = Path(args.out) if args.out else Path("runs") / f"{args.experiment}-{args.preset}"
+            print(f"lazyrich: running {args.experiment} ({args.preset}) into {out}", file=sys.stderr)
+            path = run(config, out, progress=not args.no_progress)
+            print(f"lazyrich: run directory {path}")
+            if args.report:
+                _report(path)
+            return 0
+        if args.command == "report":
+            _report(Path(args.run_dir))
+            return 0
+    except (RunStoreError, FileNotFoundError, ValueError, TypeError, FloatingPointError) as exc:
+        print(f"lazyrich: error: {exc}", file=sys.stderr)
+        return 1
+    parser.error(f"unknown command {args.command!r}")  # pragma: no cover
+    return 2  # pragma: no cover
+
+
+def _report(run_dir: Path) -> Path:
+    from lazyrich.dynamics import load_run
+    from lazyrich.plots import format_headline, headline_numbers, report
+
+    if not Path(run_dir).is_dir():
+        raise FileNotFoundError(f"run directory '{run_dir}' does not exist; pass a directory written by `lazyrich run`.")
+    out = report(run_dir)
+    for line in format_headline(headline_numbers(load_run(run_dir))):
+        print(f"  {line}")
+    print(f"lazyrich: report written to {out}")
+    return out
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())
