@@ -95,9 +95,12 @@ class Hadamard:
         da = self.A.shape[-1]
         if L == 1:
             J = self.G[:, :, :, 0, :, None] * self.A[:, None, :, 0, None, :]
-        else:
-            # batched matmul over (sample, group): (c*dg? no: per k) -> use einsum
-            J = torch.einsum("nkglo,ngla->nkgoa", self.G, self.A)
+            return Explicit(J.reshape(n, c, g * dg * da))
+        # one batched matmul over (sample, group): (c*dg, L) @ (L, da)
+        Gp = self.G.permute(0, 2, 1, 4, 3).reshape(n * g, c * dg, L)
+        J = torch.bmm(Gp, self.A.reshape(n * g, L, da)).view(n, g, c, dg, da)
+        if g > 1:
+            J = J.permute(0, 2, 1, 3, 4)
         return Explicit(J.reshape(n, c, g * dg * da))
 
 

@@ -90,6 +90,11 @@ def registered_types() -> list[type]:
     return list(_REGISTRY)
 
 
+def _cat(ts: List[torch.Tensor], dim: int) -> torch.Tensor:
+    """``torch.cat`` without the copy when there is a single tensor (one call of the layer)."""
+    return ts[0] if len(ts) == 1 else torch.cat(ts, dim=dim)
+
+
 def _grads_to_ncl(g: torch.Tensor, channel_last: bool) -> torch.Tensor:
     """(c, n, ..., d) -> (n, c, L, d) for channel-last layers."""
     c, n = g.shape[:2]
@@ -117,8 +122,8 @@ class LinearRule(Rule):
     def factors(self, module, records, grads, wanted, choose, fold_bias=False):
         din = module.in_features
         n = records[0].shape[0]
-        A = torch.cat([r.reshape(n, -1, din) for r in records], dim=1)  # (n, L, da)
-        G = torch.cat([_grads_to_ncl(g, True) for g in grads], dim=2)  # (n, c, L, dg)
+        A = _cat([r.reshape(n, -1, din) for r in records], 1)  # (n, L, da)
+        G = _cat([_grads_to_ncl(g, True) for g in grads], 2)  # (n, c, L, dg)
         out = {}
         if fold_bias and "weight" in wanted and "bias" in wanted:
             A = torch.cat([A, A.new_ones(A.shape[:-1] + (1,))], dim=-1)
@@ -164,18 +169,18 @@ class ConvRule(Rule):
         cols = F.unfold(x, ks, dilation=dl, padding=padding, stride=st)  # (n, Cin*k, P)
         n, ck, P = cols.shape
         g = module.groups
-        return cols.view(n, g, ck // g, P).transpose(2, 3).contiguous()  # (n, g, P, da)
+        return cols.view(n, g, ck // g, P).transpose(2, 3)  # (n, g, P, da), a strided view
 
     can_fold_bias = True
 
     def factors(self, module, records, grads, wanted, choose, fold_bias=False):
         g = module.groups
-        A = torch.cat(records, dim=2)
+        A = _cat(records, 2)
         Gs = []
         for gr in grads:
             c, n, cout = gr.shape[:3]
             Gs.append(gr.reshape(c, n, g, cout // g, -1).permute(1, 0, 2, 4, 3))  # (n,c,g,P,dg)
-        G = torch.cat(Gs, dim=3)
+        G = _cat(Gs, 3)
         out = {}
         if fold_bias and "weight" in wanted and "bias" in wanted:
             A = torch.cat([A, A.new_ones(A.shape[:-1] + (1,))], dim=-1)
@@ -211,8 +216,8 @@ class EmbeddingRule(Rule):
         return idx
 
     def factors(self, module, records, grads, wanted, choose, fold_bias=False):
-        idx = torch.cat(records, dim=1)  # (n, L)
-        G = torch.cat([_grads_to_ncl(g, True) for g in grads], dim=2)
+        idx = _cat(records, 1)  # (n, L)
+        G = _cat([_grads_to_ncl(g, True) for g in grads], 2)
         return {"weight": IndexHadamard(idx[:, None], G[:, :, None])}
 
 
