@@ -236,3 +236,61 @@ def test_rerun_with_other_config_is_refused(tiny_run):
         cone.run(cfg.replace(lr=0.1), path, progress=False)
     with pytest.raises(TypeError, match="ConeConfig"):
         cone.run({"steps": 3}, path)
+
+
+# --------------------------------------------------------------------------------------------- BatchNorm / paper path
+
+
+def test_calibrate_batchnorm_matches_batch_statistics():
+    """Oracle: after calibration on one chunk, BN running mean/var are the per-channel mean and unbiased
+    variance of the BN input over the data (computed directly from the conv output); nothing else changes."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 5, 3), torch.nn.BatchNorm2d(5), torch.nn.ReLU(),
+                              torch.nn.Flatten(), torch.nn.Linear(5 * 6 * 6, 4))
+    net.eval()
+    params = {k: v.clone() for k, v in net.named_parameters()}
+    x = torch.randn(64, 3, 8, 8) * 3 + 1
+    assert cone.calibrate_batchnorm(net, x, batch_size=1000) == 1
+    with torch.no_grad():
+        z = net[0](x).double()
+    mean = z.mean(dim=(0, 2, 3))
+    var = z.var(dim=(0, 2, 3), unbiased=True)
+    bn = net[1]
+    torch.testing.assert_close(bn.running_mean.double(), mean, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(bn.running_var.double(), var, rtol=1e-5, atol=1e-6)
+    assert bn.momentum == 0.1 and not net.training and not bn.training
+    for k, v in net.named_parameters():
+        assert torch.equal(v, params[k])
+    assert cone.calibrate_batchnorm(torch.nn.Linear(3, 2), torch.randn(4, 3)) == 0
+
+
+def _fake_cifar(root, n=12, seed=0):
+    import pickle
+
+    d = root / "cifar-10-batches-py"
+    d.mkdir(parents=True)
+    rng = np.random.default_rng(seed)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        with open(d / name, "wb") as fh:
+            pickle.dump({b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
+                         b"labels": [int(v) for v in rng.integers(0, 10, n)]}, fh)
+    return root
+
+
+def test_paper_preset_runs_on_tiny_cifar_files(tmp_path):
+    """The paper path end to end (CIFAR-10 reader, ResNet-20 with BatchNorm, switching) on tiny files in the
+    CIFAR-10 python format; the standard row must agree with the tracker's eval-mode metrics at T."""
+    root = _fake_cifar(tmp_path / "cifar")
+    cfg = preset("paper").with_overrides(
+        [f"data_dir={root}", "steps=4", "batch_size=10", "n_probe=4", "record_every=2", "record_log=0",
+         "switch_points=0,2", "taus=2", "dts=2", "eval_batch_size=60"])
+    path = cone.run(cfg, tmp_path / "run", progress=False, device="cpu")
+    sw = pd.read_csv(path / "switching.csv")
+    m = pd.read_csv(path / "metrics.csv")
+    assert list(sw["switch_step"]) == [0, 2, 4]
+    assert np.isfinite(sw[["test_loss", "train_loss"]].to_numpy()).all()
+    std, last = sw.iloc[-1], m[m["step"] == 4].iloc[0]
+    assert std["test_loss"] == pytest.approx(last["test_loss"], rel=1e-4)
+    # calibrated BatchNorm: the eval-mode network at init has sane logits (cross-entropy near log 10, not 100s)
+    assert m["test_loss"].iloc[0] < 10
+    assert (path / "kernels" / "total" / "step_00000000.npy").exists()

@@ -46,6 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. steps=500 lr=0.1")
     r.add_argument("--out", default=None, help="run directory (default: runs/<experiment>-<preset>)")
     r.add_argument("--no-progress", action="store_true", help="no progress bars")
+    r.add_argument("--threads", type=int, default=None,
+                   help="torch threads (default: 1 for the MLP models, torch's default otherwise)")
+    r.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda (default: cuda if available)")
     r.add_argument("--report", action="store_true", help="write the figures and report.html afterwards")
     r.add_argument("--show-config", action="store_true", help="print the resolved config as JSON and exit")
 
@@ -91,7 +94,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
             out = Path(args.out) if args.out else Path("runs") / f"{args.experiment}-{args.preset}"
             print(f"lazyrich: running {args.experiment} ({args.preset}) into {out}", file=sys.stderr)
-            path = run(config, out, progress=not args.no_progress)
+            path = run(config, out, progress=not args.no_progress, threads=args.threads,
+                       device=args.device)
             print(f"lazyrich: run directory {path}")
             if args.report:
                 _report(path)

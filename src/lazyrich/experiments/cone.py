@@ -66,6 +66,7 @@ __all__ = [
     "probe_indices",
     "record_schedule",
     "evaluate",
+    "calibrate_batchnorm",
     "switch_run",
     "SWITCHING_COLUMNS",
 ]
@@ -136,6 +137,12 @@ class ConeConfig:
         Gaps ``dt`` (in steps, multiples of ``record_every``) of the adjacent distances of Fig. 1b.
     eval_batch_size : int
         Batch size for evaluating losses/accuracies in the switching experiment.
+    bn_calibration : int
+        For models with BatchNorm: before training, the running statistics are set to the exact mean and
+        variance over the first ``bn_calibration`` training inputs (:func:`calibrate_batchnorm`; 0 keeps
+        torch's defaults 0/1).  The eNTK, the evaluation and the linearization all use the eval-mode network,
+        whose function at ``theta(0)`` is otherwise that of un-normalized activations; training itself (batch
+        statistics) is unaffected.
     """
 
     preset: str = "quick"
@@ -167,6 +174,7 @@ class ConeConfig:
     taus: Tuple[int, ...] = (600, 1200, 1800, 2400)
     dts: Tuple[int, ...] = (100, 200, 400)
     eval_batch_size: int = 1000
+    bn_calibration: int = 2048
 
     # ---------------------------------------------------------------- conversion
     def to_dict(self) -> Dict[str, Any]:
@@ -240,6 +248,8 @@ class ConeConfig:
         for name in pos:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}.")
+        if self.bn_calibration < 0:
+            raise ValueError(f"bn_calibration must be >= 0, got {self.bn_calibration}.")
         for name in ("n_train", "n_test", "batch_size"):
             v = getattr(self, name)
             if v is not None and v < 1:
@@ -502,6 +512,38 @@ def record_schedule(config: ConeConfig) -> List[int]:
     return sorted(s for s in steps if 0 <= s <= T)
 
 
+def calibrate_batchnorm(model: nn.Module, x: torch.Tensor, *, batch_size: int = 1000) -> int:
+    """Set the running statistics of every BatchNorm layer to the exact statistics over ``x``; return the
+    number of BatchNorm layers.
+
+    Each layer's running mean/variance are reset and accumulated as a cumulative average (``momentum=None``)
+    over forward passes in training mode, chunk by chunk, without gradients; momentum and the train/eval
+    flags are restored afterwards.  With one chunk the result is the per-channel mean and unbiased variance of
+    the layer's input over ``x``; with several chunks, the average of the per-chunk statistics.  Parameters
+    do not change.
+    """
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    if not bns or x.shape[0] == 0:
+        return 0
+    flags = [(m, m.training) for m in model.modules()]
+    moms = [m.momentum for m in bns]
+    dev = next(iter(model.parameters()), torch.empty(0)).device
+    try:
+        for m in bns:
+            m.reset_running_stats()
+            m.momentum = None
+        model.train()
+        with torch.no_grad():
+            for i in range(0, x.shape[0], batch_size):
+                model(x[i:i + batch_size].to(dev))
+    finally:
+        for m, mom in zip(bns, moms):
+            m.momentum = mom
+        for m, flag in flags:
+            m.training = flag
+    return len(bns)
+
+
 # --------------------------------------------------------------------------------------------
 # evaluation and linearized training
 # --------------------------------------------------------------------------------------------
@@ -516,13 +558,14 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, loss: str = 
     the same; it only matters for the reported number).  Accuracy is the fraction of ``argmax f(x) == y``.
     """
     was_training = model.training
+    dev = next(iter(model.parameters()), torch.empty(0)).device
     model.eval()
     total_loss, correct, n = 0.0, 0, int(x.shape[0])
     if n == 0:
         raise ValueError("evaluate needs at least one sample.")
     with torch.no_grad():
         for i in range(0, n, batch_size):
-            xb, yb = x[i:i + batch_size], y[i:i + batch_size]
+            xb, yb = x[i:i + batch_size].to(dev), y[i:i + batch_size].to(dev)
             out = model(xb).double()
             if loss == "cross_entropy":
                 total_loss += float(F.cross_entropy(out, yb, reduction="sum"))
@@ -572,7 +615,7 @@ def _train_kwargs(config: ConeConfig) -> Dict[str, Any]:
 
 
 def switch_run(config: ConeConfig, data, state_dict: Dict[str, torch.Tensor], t: int, *,
-               progress: bool = False) -> nn.Module:
+               progress: bool = False, device: Optional[str] = None) -> nn.Module:
     """Train ``linearize(model at t)`` from step ``t`` to ``T = config.steps`` (Zhou et al., Sec. 4 / Fig. 2).
 
     The model is rebuilt from ``config``, loaded with ``state_dict`` (the standard-training checkpoint
@@ -584,7 +627,7 @@ def switch_run(config: ConeConfig, data, state_dict: Dict[str, torch.Tensor], t:
     from lazyrich.dynamics import train
     from lazyrich.ntk import linearize
 
-    model = build_model(config, data)
+    model = build_model(config, data).to(device or "cpu")
     model.load_state_dict(state_dict)
     model.eval()
     lin = _FrozenModeLinearized(linearize(model))
@@ -632,7 +675,8 @@ def _row(t: int, T: int, kind: str, model: nn.Module, data, config: ConeConfig) 
 # --------------------------------------------------------------------------------------------
 
 
-def run(config: ConeConfig, out_dir, *, progress: bool = True) -> Path:
+def run(config: ConeConfig, out_dir, *, progress: bool = True, threads: Optional[int] = None,
+        device: Optional[str] = None) -> Path:
     """Run (or resume) the cone-effect experiment of ``config`` in ``out_dir``; return the run directory.
 
     Writes the run directory of :class:`lazyrich.dynamics.RunStore` (config, env, metrics, kernels,
@@ -641,6 +685,23 @@ def run(config: ConeConfig, out_dir, *, progress: bool = True) -> Path:
     ``theta_std->lin(T; t)``, and one row ``switch_step = T, kind = "standard"`` for standard training.
     No plotting happens here (see :func:`lazyrich.plots.report`).
 
+    Parameters
+    ----------
+    config : ConeConfig
+    out_dir : str or Path
+        The run directory (created, or resumed when it holds a run with the same config).
+    progress : bool
+        tqdm progress bars (standard training on a terminal; switch points).
+    threads : int, optional
+        torch intra-op threads while the experiment runs (restored afterwards).  ``None`` picks 1 for the
+        fully connected models (``mlp``, ``lenet_300_100``), whose tiny matrix products only lose time to
+        thread synchronization -- badly so on a busy machine -- and leaves torch's setting for the conv nets.
+        Results do not depend on it beyond floating-point summation order.
+    device : str, optional
+        Torch device for training, kernels and evaluation (``None``: ``"cuda"`` when available, else
+        ``"cpu"``).  Models are initialized on the CPU (same weights everywhere) and then moved; the device is
+        recorded in ``env.json`` and is not part of the config, so a run may be resumed on another device.
+
     Raises
     ------
     lazyrich.dynamics.RunStoreError
@@ -648,21 +709,43 @@ def run(config: ConeConfig, out_dir, *, progress: bool = True) -> Path:
     FileNotFoundError
         A data set read from disk is missing (the message names the ``data_dir=`` override).
     """
-    from lazyrich.dynamics import RunStore, Tracker, train
-
     if not isinstance(config, ConeConfig):
         raise TypeError(f"run expects a ConeConfig (use preset('quick')), got {type(config).__name__}.")
     config = config.validated()
+    if threads is None:
+        threads = 1 if config.model in ("mlp", "lenet_300_100") else None
+    elif isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ValueError(f"threads must be a positive int or None, got {threads!r}.")
+    before = torch.get_num_threads()
+    try:
+        if threads is not None:
+            torch.set_num_threads(threads)
+        return _run(config, out_dir, progress, device)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _run(config: ConeConfig, out_dir, progress: bool, device: Optional[str]) -> Path:
+    from lazyrich.dynamics import RunStore, Tracker, train
+
     data = build_data(config)  # before touching out_dir: a missing data set leaves no half-made run
-    store = RunStore(out_dir, config.to_dict(), seed=config.seed)
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = str(torch.device(device))
+    except (RuntimeError, TypeError):
+        raise ValueError(f"device {device!r} is not a torch device; use e.g. device='cpu' or 'cuda'.") from None
+    store = RunStore(out_dir, config.to_dict(), seed=config.seed, device=device)
     T = config.steps
 
     # -- standard training with the tracker (resumes from the latest checkpoint) -------------
-    model = build_model(config, data)
+    model = build_model(config, data).to(device)
     idx = torch.from_numpy(probe_indices(data.n_train, config.n_probe, config.probe_seed))
     probe_x, probe_y = data.x_train[idx], data.y_train[idx]
     schedule = record_schedule(config)
     done = store.completed_steps()
+    if config.bn_calibration > 0 and not store.checkpoint_steps():  # a resumed run loads its buffers
+        calibrate_batchnorm(model, data.x_train[: config.bn_calibration], batch_size=config.eval_batch_size)
     if not set(schedule) <= done or T not in store.checkpoint_steps():
         tracker = Tracker(
             model, probe_x, probe_y, schedule=schedule, store=store, outputs="trace", per_layer=config.per_layer,
@@ -680,12 +763,12 @@ def run(config: ConeConfig, out_dir, *, progress: bool = True) -> Path:
     bar = _progress(todo, progress, "switching std->lin")
     for t in bar:
         state = store.load_checkpoint(t)
-        lin = switch_run(config, data, state["model"], t, progress=False)
+        lin = switch_run(config, data, state["model"], t, progress=False, device=device)
         row = _row(t, T, "linearized" if t == 0 else "switch", lin, data, config)
         table = pd.concat([table, pd.DataFrame([row])], ignore_index=True) if len(table) else pd.DataFrame([row])
         _write_switching(path, table)
     if (T, "standard") not in have:
-        final = build_model(config, data)
+        final = build_model(config, data).to(device)
         final.load_state_dict(store.load_checkpoint(T)["model"])
         row = _row(T, T, "standard", final, data, config)
         table = pd.concat([table, pd.DataFrame([row])], ignore_index=True) if len(table) else pd.DataFrame([row])

@@ -250,14 +250,17 @@ def fig_switching(run) -> Optional[Figure]:
         ax.plot(lin["switch_step"], lin[col], marker="o", color="tab:blue", label="std → lin, switched at t")
         if len(std):
             ax.axhline(float(std[col].iloc[0]), color="tab:orange", ls="--", label="standard training only")
+            ax.plot([T], [float(std[col].iloc[0])], marker="*", ms=11, color="tab:orange", ls="none")
         _mark_phase(ax, split)
         ax.set_xlabel("switch step t")
         ax.set_ylabel(f"{name} at T = {T}")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    if lin["switch_step"].min() >= 0 and lin["switch_step"].max() > 0:
-        for ax in axes:
-            ax.set_xscale("symlog", linthresh=max(1.0, float(lin["switch_step"][lin["switch_step"] > 0].min())))
+    positive = lin["switch_step"][lin["switch_step"] > 0]
+    if len(positive):
+        for ax in axes:  # symlog: t = 0 (fully linearized) and the log-spaced switch points on one axis
+            ax.set_xscale("symlog", linthresh=max(1.0, float(positive.min())))
+            ax.set_xlim(0, 1.3 * T)
     fig.suptitle("Fig. 2 analogue: standard training until t, then linearized training until T")
     return fig
 
@@ -315,7 +318,7 @@ def fig_distances(run) -> Optional[Figure]:
     ax2.set_title("relative distance RD (Luo et al. eq. 16)")
     ham_cols = [c for c in m.columns if c.startswith("hamming/")]
     for j, c in enumerate(ham_cols[:10]):
-        ax3.plot(m["step"], m[c], lw=1.0, color=cmap(j), label=c[8:])
+        ax3.plot(m["step"], m[c], lw=1.0, color=cmap(j), label=f"ReLU at {c[8:]}")
     if "hamming" in m.columns:
         ax3.plot(m["step"], m["hamming"], lw=2.0, color="k", label="all units")
     ax3.set_title("Hamming distance of ReLU patterns")
