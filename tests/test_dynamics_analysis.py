@@ -1,9 +1,7 @@
 """load_run analyses (Zhou et al. eqs. 4-5, Fig. 1a-c) against pairwise recomputation from stored kernels."""
 
 import numpy as np
-import pandas as pd
 import pytest
-import torch
 
 from lazyrich.dynamics import RunStore, load_run, streaming_gram
 from lazyrich.dynamics import analysis as A
@@ -106,3 +104,16 @@ def test_too_few_kernels_errors(tmp_path):
     assert run.kernel_distance_matrix().shape == (1, 1)
     with pytest.raises(ValueError, match="at least 2 stored kernels"):
         run.kernel_velocity()
+
+
+def test_equal_and_scaled_kernels_have_zero_distance(tmp_path):
+    # S(K, K) = 0 and S is invariant to scaling either kernel (Zhou et al. eq. 4); via the stored-kernel path
+    st = RunStore(tmp_path / "r", {"experiment": "x"}, seed=0)
+    g = np.random.default_rng(2)
+    B, C = g.standard_normal((5, 5)), g.standard_normal((5, 5))
+    K, L = B @ B.T, C @ C.T
+    for t, M_ in enumerate([K, K, 1e3 * K, L, 1e-3 * L]):
+        st.save_kernel(t, M_)
+    S = load_run(st.path).kernel_distance_matrix()
+    assert np.abs(S[:3, :3]).max() < 1e-6  # float32 storage
+    assert S[0, 3] == pytest.approx(S[2, 4], abs=1e-6) and S[0, 3] > 0.01

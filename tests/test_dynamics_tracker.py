@@ -3,7 +3,6 @@
 import math
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 import torch.nn as nn
@@ -54,7 +53,8 @@ def test_recorded_values_match_brute_force(tmp_path):
     # signs for the Hamming distance, F.cross_entropy for losses
     x, y = _data()
     model = _mlp()
-    tr = Tracker(model, x, y, schedule=[0, 1], run_dir=tmp_path / "r", train_data=(x, y), test_data=(x[:10], y[:10]))
+    tr = Tracker(model, x, y, schedule=[0, 1], run_dir=tmp_path / "r", train_data=(x, y), test_data=(x[:10], y[:10]),
+                 record_patterns=True)
     theta0 = {n: p.detach().clone() for n, p in model.named_parameters()}
     pre0 = [model[0](x) > 0, model[2](torch.relu(model[0](x))) > 0]
     tr.step(0)
@@ -75,6 +75,11 @@ def test_recorded_values_match_brute_force(tmp_path):
     assert row["hamming"] == pytest.approx(flips / (2 * 24 * 8), abs=0)
     assert row["hamming/1"] == pytest.approx(int((pre1[0] != pre0[0]).sum()) / (24 * 8), abs=0)
     assert row["hamming/3"] == pytest.approx(int((pre1[1] != pre0[1]).sum()) / (24 * 8), abs=0)
+    z = np.load(tmp_path / "r" / "activations" / "step_00000001.npz")  # stored patterns round-trip
+    assert z["sites"].tolist() == ["1", "3"]
+    for i, m in enumerate(pre1):
+        bits = np.unpackbits(z[f"site_{i}"])[: int(z["sizes"][i])].reshape(24, -1).astype(bool)
+        np.testing.assert_array_equal(bits, m.numpy())
     tot = 0.0
     for n, p in model.named_parameters():
         dn = np.linalg.norm((p.detach().double() - theta0[n].double()).numpy().ravel())
@@ -190,3 +195,20 @@ def test_lazy_vs_rich_kernel_distance(tmp_path):
         assert run.metrics["train_loss"].iloc[-1] < 0.5 * run.metrics["train_loss"].iloc[0]  # both learn
     assert S["lazy"] < 0.01, S
     assert S["rich"] > 0.1, S
+
+
+def test_full_output_kernels_flow_through_analysis(tmp_path):
+    x, y = _data(n=8)
+    model = _mlp(c=3)
+    tr = Tracker(model, x, y, schedule=1, run_dir=tmp_path / "r", outputs="full", train_data=False, test_data=False)
+    train(model, (x, y), steps=3, lr=0.5, tracker=tr, progress=False)
+    run = load_run(tmp_path / "r")
+    K = run.kernel(3)
+    assert K.shape == (8, 8, 3, 3) and K.dtype == np.float32
+    np.testing.assert_allclose(K, empirical_ntk(model, x, outputs="full").numpy(), rtol=1e-5, atol=1e-6)
+    S = run.kernel_distance_matrix()
+    assert S[0, 3] == pytest.approx(kernel_distance(run.kernel(0), K), abs=1e-10)
+    assert run.metrics["kernel_dist_init"].iloc[0] == 0.0
+    assert run.embedding_2d().shape == (4, 2)
+    assert np.all(np.isfinite(run.kernel_alignment()["alignment"]))
+    assert np.all(run.effective_rank()["effective_rank"] >= 1)

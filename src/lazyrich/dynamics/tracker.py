@@ -15,6 +15,7 @@ the scheduled steps and, at each, records into the run directory (see :mod:`lazy
 from __future__ import annotations
 
 import hashlib
+import io
 import math
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
@@ -28,7 +29,7 @@ from torch.overrides import TorchFunctionMode
 from lazyrich.ntk import empirical_ntk, kernel_distance
 
 from . import metrics as M
-from .store import RunStore, RunStoreError, _atomic_npy, _atomic_torch, step_file
+from .store import RunStore, RunStoreError, _atomic_npy, _atomic_torch, atomic_write_bytes, step_file
 
 __all__ = ["Tracker", "Schedule", "parse_schedule", "ActivationRecorder", "compute_loss", "accuracy", "as_xy"]
 
@@ -356,6 +357,10 @@ class Tracker:
         it from its own ``layer_lrs``.
     record_kernel, record_activations, record_conserved : bool
         Switch parts off.
+    record_patterns : bool
+        Also store the binarized activation patterns of every recorded step as
+        ``activations/step_XXXXXXXX.npz`` (one bit-packed ``uint8`` array per site, ``numpy.unpackbits(a)[:n]``
+        reshaped to ``(n_probe, units)`` recovers the ``z > 0`` mask; ``sites`` and ``sizes`` arrays name them).
     eval_batch_size, ntk_batch_size : int
         Chunk sizes for evaluation and the eNTK.
     """
@@ -381,6 +386,7 @@ class Tracker:
         record_kernel: bool = True,
         record_activations: bool = True,
         record_conserved: bool = True,
+        record_patterns: bool = False,
         eval_batch_size: int = 1024,
         ntk_batch_size: Optional[int] = None,
     ):
@@ -413,6 +419,7 @@ class Tracker:
         self.record_kernel = bool(record_kernel)
         self.record_activations = bool(record_activations)
         self.record_conserved = bool(record_conserved)
+        self.record_patterns = bool(record_patterns)
         self.eval_batch_size = int(eval_batch_size)
         self.ntk_batch_size = ntk_batch_size
         self.layer_lrs = resolve_layer_lrs(model, layer_lrs)
@@ -609,11 +616,19 @@ class Tracker:
                 self.store.save_kernel(step, Kn)
                 row["kernel_norm"] = float(np.linalg.norm(Kn.astype(np.float64)))
                 K0 = self._reference_kernel()
-                row["kernel_dist_init"] = kernel_distance(K0, Kn) if K0 is not None else float("nan")
+                # clipped at 0: 1 - cos can be -1e-16 by round-off for identical kernels
+                row["kernel_dist_init"] = max(0.0, kernel_distance(K0, Kn)) if K0 is not None else float("nan")
             if self.record_activations and self.sites:
                 with torch.no_grad():
                     sites, masks = self._patterns()
-                total, per = _hamming_packed(_pack(masks), self.patterns0, self.pattern_sizes)
+                packed = _pack(masks)
+                total, per = _hamming_packed(packed, self.patterns0, self.pattern_sizes)
+                if self.record_patterns:
+                    buf = io.BytesIO()
+                    np.savez(buf, sites=np.array(sites), sizes=np.array(self.pattern_sizes, dtype=np.int64),
+                             n_probe=np.int64(self.probe_x.shape[0]),
+                             **{f"site_{i}": a for i, a in enumerate(packed)})
+                    atomic_write_bytes(self.store.path / "activations" / f"{step_file(step)}.npz", buf.getvalue())
                 row["hamming"] = total
                 for name, h in zip(self.sites, per):
                     row[f"hamming/{name}"] = h

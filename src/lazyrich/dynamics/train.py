@@ -24,7 +24,7 @@ import torch
 import torch.nn as nn
 
 from .store import RunStore
-from .tracker import Schedule, _check_loss, as_xy, compute_loss, parse_schedule, resolve_layer_lrs
+from .tracker import _check_loss, as_xy, compute_loss, parse_schedule, resolve_layer_lrs
 
 __all__ = ["train", "data_order_seed", "lr_factor"]
 
