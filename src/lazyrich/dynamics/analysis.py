@@ -79,7 +79,10 @@ class Run:
         except (OSError, ValueError):
             self.env = {}
         mp = self.path / "metrics.csv"
-        self.metrics = pd.read_csv(mp) if mp.exists() else pd.DataFrame({"step": pd.Series([], dtype="int64")})
+        try:
+            self.metrics = pd.read_csv(mp) if mp.exists() else pd.DataFrame({"step": pd.Series([], dtype="int64")})
+        except Exception as e:
+            raise RunStoreError(f"metrics.csv in {self.path} is corrupt ({e.__class__.__name__}); the run cannot be read.") from None
         self.kernel_steps = np.asarray(self._steps_of(None), dtype=np.int64)
         self._gram: Dict[Optional[str], np.ndarray] = {}
 
