@@ -183,7 +183,9 @@ def test_switch_linear_model_equals_standard(tmp_path):
     """Oracle: an MLP with no hidden layer is linear in its parameters, so its linearization at any theta(t)
     is the model itself and theta_std->lin(T; t) = theta_std(T) for every t (same batches and SGD steps)."""
     cfg = tiny(hidden=(), switch_points=(0, 10, 30), steps=40, taus=(20,), dts=(20,), lr=0.5)
+    threads = torch.get_num_threads()
     path = cone.run(cfg, tmp_path / "lin", progress=False)
+    assert torch.get_num_threads() == threads  # the temporary single-thread setting is undone
     sw = pd.read_csv(path / "switching.csv")
     std = sw[sw["kind"] == "standard"].iloc[0]
     assert len(sw) == 4
@@ -284,7 +286,7 @@ def test_paper_preset_runs_on_tiny_cifar_files(tmp_path):
     cfg = preset("paper").with_overrides(
         [f"data_dir={root}", "steps=4", "batch_size=10", "n_probe=4", "record_every=2", "record_log=0",
          "switch_points=0,2", "taus=2", "dts=2", "eval_batch_size=60"])
-    path = cone.run(cfg, tmp_path / "run", progress=False, device="cpu")
+    path = cone.run(cfg, tmp_path / "run", progress=False, device="cpu", threads=1)
     sw = pd.read_csv(path / "switching.csv")
     m = pd.read_csv(path / "metrics.csv")
     assert list(sw["switch_step"]) == [0, 2, 4]
