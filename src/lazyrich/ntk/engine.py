@@ -207,24 +207,25 @@ def _forward_flat(model, x):
     return out.reshape(out.shape[0], -1)
 
 
-def _batched_backward(out, inputs, ks, c_chunk=None):
+def _batched_backward(out, inputs, ks):
     """Per-output gradients of ``sum_i out[i, k]`` w.r.t. ``inputs`` for each ``k`` in ``ks``.
 
-    Returns a list (per input) of tensors ``(len(ks), *input.shape)`` (zeros where unused). One
-    backward pass per output, written into preallocated buffers. (A ``vmap``-batched backward,
+    Returns a list (per input) of sample-major tensors ``(n, len(ks), *input.shape[1:])`` (zeros
+    where unused): one backward pass per output, stacked once. (A ``vmap``-batched backward,
     ``is_grads_batched=True``, was measured slower on CNNs: convolution and BatchNorm backward
     fall back to a per-output loop under vmap and the results are then concatenated.)
     """
-    bufs = [inp.new_empty((len(ks),) + tuple(inp.shape)) for inp in inputs]
+    per_k = []
     for r, k in enumerate(ks):
         last = r == len(ks) - 1
-        grads = torch.autograd.grad(out[:, k].sum(), inputs, retain_graph=not last, allow_unused=True)
-        for buf, g in zip(bufs, grads):
-            if g is None:
-                buf[r].zero_()
-            else:
-                buf[r].copy_(g)
-    return bufs
+        per_k.append(list(torch.autograd.grad(out[:, k].sum(), inputs, retain_graph=not last, allow_unused=True)))
+    result = []
+    for j, inp in enumerate(inputs):
+        gs = [g[j] if g[j] is not None else torch.zeros_like(inp) for g in per_k]
+        result.append(torch.stack(gs, dim=1))
+        for g in per_k:  # free as we go: peak memory one extra input's worth
+            g[j] = None
+    return result
 
 
 class _Capture:
@@ -302,7 +303,6 @@ class _Engine:
     plan: _Plan
     ks: List[int]
     choose: object
-    c_chunk: int
     fold: Dict[str, bool] = field(default_factory=dict)  # module name -> fold bias into weight
     plan_checked: bool = False
     temp_bytes: int = 0  # size of the layer records and output gradients of the last chunk
@@ -328,7 +328,7 @@ class _Engine:
                         )
                 names = list(plan.rule_modules)
                 probes = [p for mn in names for p in cap.probes[mn]]
-                grads = _batched_backward(out, probes, self.ks, self.c_chunk) if probes else []
+                grads = _batched_backward(out, probes, self.ks) if probes else []
                 recs_all = [r for mn in names for r in cap.records[mn]]
                 self.temp_bytes = sum(t.numel() * t.element_size() for t in list(grads) + recs_all)
             pos = 0
@@ -551,7 +551,7 @@ def empirical_ntk(
 
     plan = _make_plan(model, params, use_rules=method in (NTKMethod.STRUCTURED, NTKMethod.AUTO))
     choose = _make_choose(n1, n2, kmode, c_sel)
-    eng = _Engine(model, params, plan, ks, choose, c_chunk=max(1, min(c_sel, 64)))
+    eng = _Engine(model, params, plan, ks, choose)
     if not per_layer:  # fold biases into their weight's factor where the scales agree
         for mname, (m, rule, local) in plan.rule_modules.items():
             if rule.can_fold_bias and "weight" in local and "bias" in local:
@@ -565,9 +565,9 @@ def empirical_ntk(
         probe = eng.factors(x1[:k])
         per_sample = max(1, (_factor_bytes(probe) + eng.temp_bytes) // k)
         del probe
-        # factors of two chunks and one chunk's records/gradients live at once; keep a 3x margin
+        # factors of two chunks and one chunk's records/gradients live at once, plus temporaries
         factor_budget = max(budget - out_bytes, budget // 8)
-        batch_size = int(max(1, factor_budget // (3 * 3 * per_sample)))
+        batch_size = int(max(1, factor_budget // (3 * per_sample)))
     batch_size = max(1, int(batch_size))
     if method is NTKMethod.STRUCTURED and plan.fallback:
         _ = eng.factors(x1[:1])  # make sure the plan has been verified
@@ -595,8 +595,8 @@ def empirical_ntk(
     cache2: Dict[int, dict] = {}
     keep2 = len(chunks2) > 1
     for a, (s1, e1) in enumerate(chunks1):
-        f1 = eng.factors(x1[s1:e1])
-        g1 = groups_of(f1)
+        # with x2 = x1 a chunk cached as a column block is reused as a row block
+        g1 = cache2.pop(a) if (sym and a in cache2) else groups_of(eng.factors(x1[s1:e1]))
         for b, (s2, e2) in enumerate(chunks2):
             if sym and b < a:
                 continue

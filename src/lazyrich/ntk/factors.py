@@ -151,23 +151,21 @@ def _contract_hadamard(f1: Hadamard, f2: Hadamard, mode: str, sym: bool) -> torc
         g2 = f2.G[:, :, grp]
         if L1 == 1 and L2 == 1:
             ka2 = ka[:, 0, :, 0]
-            # output-major layout (c, n, dg): a free view when G came from a backward pass
-            r1 = g1[:, :, 0].transpose(0, 1)
-            r2 = r1 if sym else g2[:, :, 0].transpose(0, 1)
+            a1 = g1[:, :, 0]  # (n1, c, dg), sample-major: contiguous after a backward pass
+            a2 = a1 if sym else g2[:, :, 0]
             if mode == "trace" or c == 1:
-                if c == 1 or not r1.is_contiguous():
-                    kg = gram(g1.reshape(n1, c * dg), None if sym else g2.reshape(n2, c * dg))
-                else:  # sum_k G_k G_k^T without transposing G in memory
-                    kg = torch.bmm(r1, r2.transpose(1, 2)).sum(0)
+                kg = gram(a1.reshape(n1, c * dg), None if sym else a2.reshape(n2, c * dg))
                 blk = ka2 * kg
                 if mode == "full":
                     blk = blk[:, :, None, None]
                 elif mode == "diagonal":
                     blk = blk[:, :, None]
             elif mode == "full":
-                kg = gram(r1.reshape(c * n1, dg), None if sym else r2.reshape(c * n2, dg))
-                blk = ka2[:, :, None, None] * kg.view(c, n1, c, n2).permute(1, 3, 0, 2)
+                kg = gram(a1.reshape(n1 * c, dg), None if sym else a2.reshape(n2 * c, dg))
+                blk = ka2[:, :, None, None] * kg.view(n1, c, n2, c).permute(0, 2, 1, 3)
             else:
+                r1 = a1.transpose(0, 1)
+                r2 = r1 if sym else a2.transpose(0, 1)
                 blk = ka2[:, :, None] * torch.bmm(r1, r2.transpose(1, 2)).permute(1, 2, 0)
         else:
             if mode == "trace" or c == 1:

@@ -12,7 +12,7 @@ a module whose ``forward`` is bypassed as ``nn.MultiheadAttention`` does with ``
 to the fallback. No parameter is ever skipped.
 
 Conventions: every layer input and output is batch-first, ``(n, ...)``; gradient records have
-shape ``(c, n, *output.shape[1:])``.
+shape ``(n, c, *output.shape[1:])`` (sample-major, so per-sample products need no transposes).
 """
 
 from __future__ import annotations
@@ -96,10 +96,10 @@ def _cat(ts: List[torch.Tensor], dim: int) -> torch.Tensor:
 
 
 def _grads_to_ncl(g: torch.Tensor, channel_last: bool) -> torch.Tensor:
-    """(c, n, ..., d) -> (n, c, L, d) for channel-last layers."""
-    c, n = g.shape[:2]
+    """(n, c, ..., d) -> (n, c, L, d) for channel-last layers (a view)."""
+    n, c = g.shape[:2]
     d = g.shape[-1]
-    return g.reshape(c, n, -1, d).transpose(0, 1)
+    return g.reshape(n, c, -1, d)
 
 
 def _bias_from_positions(G: torch.Tensor) -> Explicit:
@@ -178,8 +178,8 @@ class ConvRule(Rule):
         A = _cat(records, 2)
         Gs = []
         for gr in grads:
-            c, n, cout = gr.shape[:3]
-            Gs.append(gr.reshape(c, n, g, cout // g, -1).permute(1, 0, 2, 4, 3))  # (n,c,g,P,dg)
+            n, c, cout = gr.shape[:3]
+            Gs.append(gr.reshape(n, c, g, cout // g, -1).transpose(3, 4))  # (n,c,g,P,dg) view
         G = _cat(Gs, 3)
         out = {}
         if fold_bias and "weight" in wanted and "bias" in wanted:
@@ -233,7 +233,7 @@ class _AffineNormRule(Rule):
         return self.normalized(module, inp.detach())
 
     def _collapse(self, module, t: torch.Tensor) -> torch.Tensor:
-        """(c, n, *shape) -> (n, c, P): sum over the positions sharing one affine parameter."""
+        """(n, c, *shape) -> (n, c, P): sum over the positions sharing one affine parameter."""
         raise NotImplementedError
 
     def factors(self, module, records, grads, wanted, choose, fold_bias=False):
@@ -241,7 +241,7 @@ class _AffineNormRule(Rule):
         if "weight" in wanted:
             J = None
             for xh, g in zip(records, grads):
-                j = self._collapse(module, g * xh.unsqueeze(0))
+                j = self._collapse(module, g * xh.unsqueeze(1))
                 J = j if J is None else J + j
             out["weight"] = Explicit(J)
         if "bias" in wanted:
@@ -260,11 +260,11 @@ class LayerNormRule(_AffineNormRule):
         return F.layer_norm(x, module.normalized_shape, eps=module.eps)
 
     def _collapse(self, module, t):
-        c, n = t.shape[:2]
+        n, c = t.shape[:2]
         P = 1
         for s in module.normalized_shape:
             P *= s
-        return t.reshape(c, n, -1, P).sum(2).transpose(0, 1)
+        return t.reshape(n, c, -1, P).sum(2)
 
 
 class GroupNormRule(_AffineNormRule):
@@ -274,8 +274,8 @@ class GroupNormRule(_AffineNormRule):
         return F.group_norm(x, module.num_groups, eps=module.eps)
 
     def _collapse(self, module, t):
-        c, n, C = t.shape[:3]
-        return t.reshape(c, n, C, -1).sum(3).transpose(0, 1)
+        n, c, C = t.shape[:3]
+        return t.reshape(n, c, C, -1).sum(3)
 
 
 class BatchNormEvalRule(GroupNormRule):
