@@ -210,8 +210,8 @@ def _forward_flat(model, x):
 def _batched_backward(out, inputs, ks):
     """Per-output gradients of ``sum_i out[i, k]`` w.r.t. ``inputs`` for each ``k`` in ``ks``.
 
-    Returns a list (per input) of sample-major tensors ``(n, len(ks), *input.shape[1:])`` (zeros
-    where unused): one backward pass per output, stacked once. (A ``vmap``-batched backward,
+    Returns, per input, the list over ``ks`` of gradients shaped like the input (zeros where
+    unused): one backward pass per output; rules stack them only where they need to. (A ``vmap``-batched backward,
     ``is_grads_batched=True``, was measured slower on CNNs: convolution and BatchNorm backward
     fall back to a per-output loop under vmap and the results are then concatenated.)
     """
@@ -219,13 +219,7 @@ def _batched_backward(out, inputs, ks):
     for r, k in enumerate(ks):
         last = r == len(ks) - 1
         per_k.append(list(torch.autograd.grad(out[:, k].sum(), inputs, retain_graph=not last, allow_unused=True)))
-    result = []
-    for j, inp in enumerate(inputs):
-        gs = [g[j] if g[j] is not None else torch.zeros_like(inp) for g in per_k]
-        result.append(torch.stack(gs, dim=1))
-        for g in per_k:  # free as we go: peak memory one extra input's worth
-            g[j] = None
-    return result
+    return [[g[j] if g[j] is not None else torch.zeros_like(inp) for g in per_k] for j, inp in enumerate(inputs)]
 
 
 class _Capture:
@@ -330,7 +324,8 @@ class _Engine:
                 probes = [p for mn in names for p in cap.probes[mn]]
                 grads = _batched_backward(out, probes, self.ks) if probes else []
                 recs_all = [r for mn in names for r in cap.records[mn]]
-                self.temp_bytes = sum(t.numel() * t.element_size() for t in list(grads) + recs_all)
+                tensors = [t for gl in grads for t in gl] + recs_all
+                self.temp_bytes = 2 * sum(t.numel() * t.element_size() for t in tensors)
             pos = 0
             for mname in names:
                 m, rule, local = plan.rule_modules[mname]
@@ -561,9 +556,8 @@ def empirical_ntk(
 
     # chunk size from a one-sample probe of the factor memory
     if batch_size is None:
-        k = min(2, n1)
-        probe = eng.factors(x1[:k])
-        per_sample = max(1, (_factor_bytes(probe) + eng.temp_bytes) // k)
+        probe = eng.factors(x1[:1])
+        per_sample = max(1, _factor_bytes(probe) + eng.temp_bytes)
         del probe
         # factors of two chunks and one chunk's records/gradients live at once, plus temporaries
         factor_budget = max(budget - out_bytes, budget // 8)

@@ -11,8 +11,10 @@ used exactly once per recorded call; a parameter used anywhere else (a weight ti
 a module whose ``forward`` is bypassed as ``nn.MultiheadAttention`` does with ``out_proj``) goes
 to the fallback. No parameter is ever skipped.
 
-Conventions: every layer input and output is batch-first, ``(n, ...)``; gradient records have
-shape ``(n, c, *output.shape[1:])`` (sample-major, so per-sample products need no transposes).
+Conventions: every layer input and output is batch-first, ``(n, ...)``; the output gradients of
+one call are a list over the ``c`` outputs of tensors shaped like the layer output ``(n, ...)``;
+rules stack them sample-major ``(n, c, ...)`` where they need to, and may consume them one output
+at a time to avoid the copy.
 """
 
 from __future__ import annotations
@@ -95,8 +97,14 @@ def _cat(ts: List[torch.Tensor], dim: int) -> torch.Tensor:
     return ts[0] if len(ts) == 1 else torch.cat(ts, dim=dim)
 
 
-def _grads_to_ncl(g: torch.Tensor, channel_last: bool) -> torch.Tensor:
-    """(n, c, ..., d) -> (n, c, L, d) for channel-last layers (a view)."""
+def _stack(gl) -> torch.Tensor:
+    """Per-output gradient list ``[(n, ...)] * c`` -> sample-major ``(n, c, ...)``."""
+    return torch.stack(list(gl), dim=1)
+
+
+def _grads_to_ncl(gl, channel_last: bool) -> torch.Tensor:
+    """Per-output list of ``(n, ..., d)`` -> ``(n, c, L, d)`` for channel-last layers."""
+    g = _stack(gl)
     n, c = g.shape[:2]
     d = g.shape[-1]
     return g.reshape(n, c, -1, d)
@@ -177,7 +185,8 @@ class ConvRule(Rule):
         g = module.groups
         A = _cat(records, 2)
         Gs = []
-        for gr in grads:
+        for gl in grads:
+            gr = _stack(gl)
             n, c, cout = gr.shape[:3]
             Gs.append(gr.reshape(n, c, g, cout // g, -1).transpose(3, 4))  # (n,c,g,P,dg) view
         G = _cat(Gs, 3)
@@ -240,14 +249,14 @@ class _AffineNormRule(Rule):
         out = {}
         if "weight" in wanted:
             J = None
-            for xh, g in zip(records, grads):
-                j = self._collapse(module, g * xh.unsqueeze(1))
+            for xh, gl in zip(records, grads):  # one output at a time: no stacked copy of g
+                j = torch.stack([self._collapse(module, (gk * xh).unsqueeze(1))[:, 0] for gk in gl], 1)
                 J = j if J is None else J + j
             out["weight"] = Explicit(J)
         if "bias" in wanted:
             J = None
-            for g in grads:
-                j = self._collapse(module, g)
+            for gl in grads:
+                j = torch.stack([self._collapse(module, gk.unsqueeze(1))[:, 0] for gk in gl], 1)
                 J = j if J is None else J + j
             out["bias"] = Explicit(J)
         return out
