@@ -420,10 +420,6 @@ def _make_choose(n1: int, n2: int, mode: str, c_sel: int):
     return choose
 
 
-def _factor_bytes(factors: Dict[str, object]) -> int:
-    return sum(f.nbytes() for f in factors.values())
-
-
 def _merge_explicit(factors: Dict[str, object], scales: Dict[str, float], small: int = 8192) -> list:
     """Group factors for the total kernel: ``[(factor, scale), ...]``.
 
