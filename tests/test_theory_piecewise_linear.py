@@ -16,7 +16,15 @@ from torch.func import functional_call, jacrev, jvp
 
 from lazyrich.theory import piecewise_linear as pl
 
-torch.set_default_dtype(torch.float64)
+
+
+@pytest.fixture(autouse=True)
+def _float64_default():
+    """These oracles build torch tensors in float64; restore the global default afterwards."""
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(old)
 
 
 class TwoLayerPL(nn.Module):
