@@ -384,18 +384,32 @@ class _Engine:
             )
 
 
-def _bytes_per_sample(model, plan: _Plan, params, x1, c: int, itemsize: int) -> int:
+def _bytes_per_sample(model, plan: _Plan, params, x1, c: int, itemsize: int, choose) -> int:
     """Upper estimate of the working memory per sample, from one gradient-free forward pass:
-    ``2 c`` copies of every ruled layer's output (per-output gradients, stacked), its records,
-    and ``c`` copies of every parameter (explicit per-sample gradients)."""
+    ``2 c`` copies of every ruled layer's output (per-output gradients, then stacked), its
+    records, and ``c`` copies of every parameter whose factor is explicit (``choose`` decides for
+    linear-type weights; norm-layer and fallback parameters are always explicit)."""
     total = [0]
     handles = []
-    for mname, (m, rule, _) in plan.rule_modules.items():
-        def hook(mod, inputs, output, rule=rule):
-            if isinstance(output, torch.Tensor):
-                total[0] += 2 * c * output.numel() * itemsize
-                rec = rule.record(mod, inputs[0])
-                total[0] += rec.numel() * rec.element_size()
+    n = max(1, x1.shape[0])
+    for mname, (m, rule, local) in plan.rule_modules.items():
+        def hook(mod, inputs, output, rule=rule, local=local):
+            if not isinstance(output, torch.Tensor):
+                return
+            total[0] += 2 * c * output.numel() * itemsize
+            rec = rule.record(mod, inputs[0])
+            total[0] += rec.numel() * rec.element_size()
+            for ln in local:
+                numel = getattr(mod, ln).numel()
+                if isinstance(mod, nn.Embedding):
+                    continue
+                if ln == "weight" and rule.can_fold_bias:
+                    da = rec.shape[-1]
+                    dg = getattr(mod, "out_features", None) or mod.out_channels // mod.groups
+                    L = max(1, rec.numel() // (n * da))
+                    if choose(da, dg, L, c) != "explicit":
+                        continue
+                total[0] += c * numel * itemsize * n
 
         handles.append(m.register_forward_hook(hook))
     try:
@@ -404,8 +418,8 @@ def _bytes_per_sample(model, plan: _Plan, params, x1, c: int, itemsize: int) -> 
     finally:
         for h in handles:
             h.remove()
-    total[0] += c * sum(p.numel() for p in params.values()) * itemsize
-    return max(1, total[0] // max(1, x1.shape[0]))
+    total[0] += c * sum(params[p].numel() for p in plan.fallback) * itemsize * n
+    return max(1, total[0] // n)
 
 
 def _make_choose(n1: int, n2: int, mode: str, c_sel: int):
@@ -584,7 +598,7 @@ def empirical_ntk(
 
     # chunk size from a one-sample probe of the factor memory
     if batch_size is None:
-        per_sample = _bytes_per_sample(model, plan, params, x1[:1], c_sel, itemsize)
+        per_sample = _bytes_per_sample(model, plan, params, x1[:1], c_sel, itemsize, choose)
         # factors of two chunks and one chunk's records/gradients live at once, plus temporaries
         factor_budget = max(budget - out_bytes, budget // 8)
         batch_size = int(max(1, factor_budget // (3 * per_sample)))
