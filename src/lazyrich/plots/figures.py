@@ -22,8 +22,7 @@ backend switch -- or ``None`` when the run lacks the data for that figure.
 
 from __future__ import annotations
 
-import os
-import tempfile
+import io
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
@@ -31,6 +30,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+
+from lazyrich.dynamics.store import atomic_write_bytes
 
 __all__ = [
     "FIGURES",
@@ -383,20 +384,11 @@ FIGURES: Dict[str, tuple] = {
 
 
 def save_figure(fig: Figure, path) -> Path:
-    """Write ``fig`` as PNG to ``path`` atomically (temporary file in the same folder, then ``os.replace``)."""
+    """Write ``fig`` as PNG to ``path`` atomically (rendered in memory, then the store's atomic write)."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png", dir=path.parent)
-    os.close(fd)
-    try:
-        fig.savefig(tmp, format="png")
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    atomic_write_bytes(path, buf.getvalue())
     return path
 
 

@@ -33,6 +33,8 @@ from __future__ import annotations
 from typing import Sequence
 
 import numpy as np
+
+from ._checks import as_finite_array as _mat, positive_rate as _positive
 from scipy.integrate import solve_ivp
 from scipy.optimize import minimize
 
@@ -66,23 +68,6 @@ __all__ = [
 
 
 # ----------------------------------------------------------------------------- helpers
-
-
-def _mat(name: str, x: object, ndim: int = 2) -> np.ndarray:
-    """Convert ``x`` to a finite float64 array with ``ndim`` dimensions or raise ValueError."""
-    arr = np.asarray(x, dtype=np.float64)
-    if arr.ndim != ndim:
-        raise ValueError(f"{name} must be a {ndim}-D array, got shape {arr.shape}; reshape it.")
-    if not np.all(np.isfinite(arr)):
-        raise ValueError(f"{name} contains NaN or inf; pass finite values.")
-    return arr
-
-
-def _positive(name: str, value: float) -> float:
-    value = float(value)
-    if not (np.isfinite(value) and value > 0):
-        raise ValueError(f"{name} must be a finite positive learning rate, got {value}.")
-    return value
 
 
 def _check_WA(W: object, A: object) -> tuple[np.ndarray, np.ndarray]:

@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._checks import as_finite_array as _mat, positive_rate as _eta
+
 __all__ = [
     "activation",
     "activation_matrix",
@@ -43,27 +45,11 @@ __all__ = [
 ]
 
 
-def _mat(name: str, x: object, ndim: int) -> np.ndarray:
-    arr = np.asarray(x, dtype=np.float64)
-    if arr.ndim != ndim:
-        raise ValueError(f"{name} must be a {ndim}-D array, got shape {arr.shape}; reshape it.")
-    if not np.all(np.isfinite(arr)):
-        raise ValueError(f"{name} contains NaN or inf; pass finite values.")
-    return arr
-
-
 def _gamma(gamma: float) -> float:
     gamma = float(gamma)
     if not (0.0 <= gamma < 1.0):
         raise ValueError(f"gamma (leaky slope) must lie in [0, 1), got {gamma}; use 0 for ReLU.")
     return gamma
-
-
-def _eta(name: str, value: float) -> float:
-    value = float(value)
-    if not (np.isfinite(value) and value > 0):
-        raise ValueError(f"{name} must be a finite positive learning rate, got {value}.")
-    return value
 
 
 def _check_Wa(W: object, a: object) -> tuple[np.ndarray, np.ndarray]:
