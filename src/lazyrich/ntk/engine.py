@@ -639,7 +639,7 @@ def empirical_ntk(
             if sym and b < a:
                 continue
             if sym and b == a:
-                blocks = {name: sum(s * contract(f, f, kmode, sym=True) for f, s in lst) for name, lst in g1}
+                blocks = {name: _accumulate((s, contract(f, f, kmode, sym=True)) for f, s in lst) for name, lst in g1}
             else:
                 if b in cache2:
                     g2 = cache2[b]
@@ -650,10 +650,10 @@ def empirical_ntk(
                         cache2[b] = g2
                 blocks = {}
                 for (name, lst1), (_, lst2) in zip(g1, g2):
-                    blocks[name] = sum(s * contract(fa, fb, kmode) for (fa, s), (fb, _) in zip(lst1, lst2))
+                    blocks[name] = _accumulate((s, contract(fa, fb, kmode)) for (fa, s), (fb, _) in zip(lst1, lst2))
             for name, blk in blocks.items():
                 target = K[name] if per_layer else K
-                if isinstance(blk, int):  # empty group (all scales zero)
+                if blk is None:  # empty group (all scales zero)
                     continue
                 target[s1:e1, s2:e2] = blk
                 if sym and b != a:
@@ -664,6 +664,19 @@ def empirical_ntk(
     if per_layer:
         return {n: _finish(v, single) for n, v in K.items()}
     return _finish(K, single)
+
+
+def _accumulate(scaled_blocks):
+    """``sum_i s_i B_i`` in place into the first block (no temporaries); None if empty."""
+    acc = None
+    for s, blk in scaled_blocks:
+        if acc is None:
+            acc = blk if s == 1.0 else blk.mul_(s) if blk.is_contiguous() else blk * s
+        elif s == 1.0:
+            acc.add_(blk)
+        else:
+            acc.add_(blk, alpha=s)
+    return acc
 
 
 def _symmetrize_(K: torch.Tensor, kmode: str) -> None:
