@@ -16,7 +16,7 @@ import torch
 import torch.nn as nn
 
 from ._functional import no_fused_fastpaths
-from .factors import Explicit, Hadamard, contract
+from .factors import Explicit, contract
 from .methods import NTKMethod, parse_outputs
 from .rules import get_rule
 
@@ -596,7 +596,7 @@ def empirical_ntk(
                 sb = scales[plan.full_name[(mname, "bias")]]
                 eng.fold[mname] = sw == sb
 
-    # chunk size from a one-sample probe of the factor memory
+    # chunk size from a gradient-free one-sample estimate of the working memory
     if batch_size is None:
         per_sample = _bytes_per_sample(model, plan, params, x1[:1], c_sel, itemsize, choose)
         # factors of two chunks and one chunk's records/gradients live at once, plus temporaries
@@ -639,14 +639,19 @@ def empirical_ntk(
             if sym and b < a:
                 continue
             if sym and b == a:
-                blocks = {name: _accumulate((s, contract(f, f, kmode, sym=True)) for f, s in lst) for name, lst in g1}
+                # BLAS does not promise a @ a.T to be bitwise symmetric: symmetrize the diagonal
+                # blocks; off-diagonal blocks are mirrored exactly below
+                blocks = {
+                    name: _symmetrize_(_accumulate((s, contract(f, f, kmode, sym=True)) for f, s in lst), kmode)
+                    for name, lst in g1
+                }
             else:
                 if b in cache2:
                     g2 = cache2[b]
                 else:
                     f2 = eng.factors((x1 if sym else x2)[s2:e2])
                     g2 = groups_of(f2)
-                    if keep2 and (len(chunks1) * len(chunks2)) > 1 and _fits_cache(g2, budget, out_bytes, len(chunks2)):
+                    if keep2 and _fits_cache(g2, budget, out_bytes, len(chunks2)):
                         cache2[b] = g2
                 blocks = {}
                 for (name, lst1), (_, lst2) in zip(g1, g2):
@@ -658,9 +663,6 @@ def empirical_ntk(
                 target[s1:e1, s2:e2] = blk
                 if sym and b != a:
                     target[s2:e2, s1:e1] = blk.transpose(0, 1) if kmode != "full" else blk.permute(1, 0, 3, 2)
-    if sym:  # BLAS does not promise a @ a.T to be bitwise symmetric: make it so
-        for v in K.values() if per_layer else [K]:
-            _symmetrize_(v, kmode)
     if per_layer:
         return {n: _finish(v, single) for n, v in K.items()}
     return _finish(K, single)
@@ -671,7 +673,7 @@ def _accumulate(scaled_blocks):
     acc = None
     for s, blk in scaled_blocks:
         if acc is None:
-            acc = blk if s == 1.0 else blk.mul_(s) if blk.is_contiguous() else blk * s
+            acc = blk if s == 1.0 else blk.mul_(s)  # blocks are fresh tensors: safe to scale in place
         elif s == 1.0:
             acc.add_(blk)
         else:
@@ -679,9 +681,12 @@ def _accumulate(scaled_blocks):
     return acc
 
 
-def _symmetrize_(K: torch.Tensor, kmode: str) -> None:
+def _symmetrize_(K: Optional[torch.Tensor], kmode: str) -> Optional[torch.Tensor]:
+    """``K <- (K + K^T) / 2`` in place (``K^T`` swaps the sample axes, and the logit axes in full mode)."""
+    if K is None:
+        return None
     KT = K.permute(1, 0, 3, 2) if kmode == "full" else K.transpose(0, 1)
-    K.add_(KT.clone()).mul_(0.5)
+    return K.add_(KT.clone()).mul_(0.5)
 
 
 def _fits_cache(groups, budget, out_bytes, n_chunks) -> bool:

@@ -59,10 +59,6 @@ class Explicit:
 
     J: torch.Tensor
 
-    @property
-    def n(self) -> int:
-        return self.J.shape[0]
-
     def nbytes(self) -> int:
         return self.J.numel() * self.J.element_size()
 
@@ -73,10 +69,6 @@ class Hadamard:
 
     A: torch.Tensor
     G: torch.Tensor
-
-    @property
-    def n(self) -> int:
-        return self.A.shape[0]
 
     def nbytes(self) -> int:
         return (self.A.numel() + self.G.numel()) * self.G.element_size()
