@@ -81,6 +81,23 @@ class Conv1dSeq(nn.Module):
         return self.fc(torch.tanh(self.conv(h)).flatten(1))
 
 
+class SharedConv(nn.Module):
+    """A convolution and a grouped one, each applied twice (the second time to its own output)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(4, 4, 3, padding=1)
+        self.gconv = nn.Conv2d(4, 4, 3, padding=1, groups=2, bias=False)
+        self.down = nn.Conv2d(2, 4, 2, stride=2, bias=False)
+        self.head = nn.Linear(4, 3)
+
+    def forward(self, x):
+        h = torch.tanh(self.down(x))
+        h = torch.tanh(self.conv(torch.tanh(self.conv(h))))
+        h = torch.tanh(self.gconv(torch.tanh(self.gconv(h))))
+        return self.head(h.mean((2, 3)))
+
+
 def _zoo():
     """name -> (factory(dtype), input factory(n, gen))."""
     img = lambda c, s: (lambda n, g: torch.randn(n, c, s, s, generator=g, dtype=torch.float64))  # noqa: E731
@@ -100,6 +117,7 @@ def _zoo():
         "convzoo": (ConvZoo, img(2, 9)),
         "tied_embedding": (TiedEmbedding, tok(11, 5)),
         "conv1d_seq": (Conv1dSeq, tok(9, 7)),
+        "shared_conv": (SharedConv, img(2, 8)),
     }
 
 
@@ -135,6 +153,46 @@ def test_every_method_and_mode_matches_bruteforce_float64(name, method):
         K = empirical_ntk(model, x1, x2, outputs=mode, method=method)
         assert K.dtype == torch.float64
         assert rel_err(K, reduce_mode(ref["total"], mode)) < TOL64, (name, method, mode)
+
+
+@pytest.mark.parametrize("form", ["hadamard", "explicit"])
+@pytest.mark.parametrize("name", ["convzoo", "shared_conv", "conv1d_seq", "lenet5", "shared", "transformer"])
+def test_both_weight_factor_forms_match_bruteforce(name, form, monkeypatch):
+    """The flop model picks Hadamard or explicit per layer; force each form everywhere."""
+    import lazyrich.ntk.engine as engine
+
+    monkeypatch.setattr(engine, "_make_choose", lambda *a: (lambda da, dg, L, c: form))
+    model, x1, x2, ref = _setup(name)
+    c = ref["total"].shape[-1]
+    for mode in ("trace", "full", "diagonal"):
+        K = empirical_ntk(model, x1, x2, outputs=mode)
+        assert rel_err(K, reduce_mode(ref["total"], mode)) < TOL64, (name, form, mode)
+    blocks = empirical_ntk(model, x1, x2, outputs="full", per_layer=True)
+    for n, K in blocks.items():
+        assert rel_err(K, ref[n]) < TOL64 * 10 or ref[n].abs().max() == 0, (name, form, n)
+    sym = empirical_ntk(model, x1, outputs="full", batch_size=2)  # x2 = x1: symmetric, chunked path
+    assert rel_err(sym, empirical_ntk(model, x1, x1.clone(), outputs="full", method="jacobian")) < TOL64
+
+
+@pytest.mark.parametrize("name", ["convzoo", "shared_conv", "resnet20"])
+def test_conv_factor_split_along_logits_matches_oracle(name, monkeypatch):
+    """Explicit conv factors are stored in logit parts when large (rules._PART_BYTES); chunks of
+    different sizes get different parts, whose overlaps are contracted."""
+    import lazyrich.ntk.engine as engine
+    import lazyrich.ntk.rules as rules
+
+    monkeypatch.setattr(rules, "_PART_BYTES", 1)  # one logit per part
+    monkeypatch.setattr(engine, "_make_choose", lambda *a: (lambda da, dg, L, c: "explicit"))
+    model, x1, x2, ref = _setup(name)
+    for mode in ("trace", "full", "diagonal"):
+        K = empirical_ntk(model, x1, x2, outputs=mode, batch_size=2)
+        assert rel_err(K, reduce_mode(ref["total"], mode)) < TOL64, (name, mode)
+    oracle = empirical_ntk(model, x1, x1.clone(), method="jacobian")
+    for bs in (1, 2, 3):
+        assert rel_err(empirical_ntk(model, x1, batch_size=bs), oracle) < TOL64, (name, bs)
+    # parts of different sizes in the two chunks: 3 logits split 2+1 for 1 sample, 1+1+1 for 2
+    monkeypatch.setattr(rules, "_PART_BYTES", 2 * 8 * max(p.numel() for p in model.parameters()) + 8)
+    assert rel_err(empirical_ntk(model, x1, x2, batch_size=2), reduce_mode(ref["total"], "trace")) < TOL64
 
 
 @pytest.mark.parametrize("name", ["convzoo", "transformer", "shared", "frozen", "resnet20", "tied_embedding"])

@@ -16,7 +16,7 @@ import torch
 import torch.nn as nn
 
 from ._functional import no_fused_fastpaths
-from .factors import Explicit, contract
+from .factors import Explicit, SplitExplicit, contract
 from .methods import NTKMethod, parse_outputs
 from .rules import get_rule
 
@@ -404,10 +404,9 @@ def _bytes_per_sample(model, plan: _Plan, params, x1, c: int, itemsize: int, cho
                 if isinstance(mod, nn.Embedding):
                     continue
                 if ln == "weight" and rule.can_fold_bias:
-                    da = rec.shape[-1]
-                    dg = getattr(mod, "out_features", None) or mod.out_channels // mod.groups
-                    L = max(1, rec.numel() // (n * da))
+                    da, dg, L = rule.weight_dims(mod, inputs[0], output)
                     if choose(da, dg, L, c) != "explicit":
+                        total[0] += L * (da + 1) * itemsize * n  # Hadamard inputs (patches)
                         continue
                 total[0] += c * numel * itemsize * n
 
@@ -445,6 +444,8 @@ def _merge_explicit(factors: Dict[str, object], scales: Dict[str, float], small:
         s = scales[n]
         if s == 0:
             continue
+        if isinstance(f, SplitExplicit) and f.parts[0].shape[2] <= small:
+            f = f.joined()  # the same parameter may come split in one chunk and whole in another
         if isinstance(f, Explicit) and f.J.shape[2] <= small:
             expl.append(f.J if s == 1.0 else f.J * math.sqrt(s))
         else:

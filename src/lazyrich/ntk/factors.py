@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["Explicit", "Hadamard", "IndexHadamard", "contract", "gram"]
+__all__ = ["Explicit", "SplitExplicit", "Hadamard", "IndexHadamard", "contract", "gram"]
 
 
 def gram(a: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
@@ -61,6 +61,24 @@ class Explicit:
 
     def nbytes(self) -> int:
         return self.J.numel() * self.J.element_size()
+
+
+@dataclass
+class SplitExplicit:
+    """An explicit factor stored in parts along the logit axis: ``J = cat(parts, dim=1)``.
+
+    Keeps every tensor small enough to be recycled by the allocator (large allocations are
+    freshly mapped and page-faulted on every call). The trace contraction uses the parts as they
+    are; the other modes join them.
+    """
+
+    parts: list
+
+    def nbytes(self) -> int:
+        return sum(p.numel() * p.element_size() for p in self.parts)
+
+    def joined(self) -> Explicit:
+        return Explicit(torch.cat(self.parts, dim=1))
 
 
 @dataclass
@@ -183,6 +201,20 @@ def _contract_hadamard(f1: Hadamard, f2: Hadamard, mode: str, sym: bool) -> torc
     return out
 
 
+def _joined(f) -> Explicit:
+    return f.joined() if isinstance(f, SplitExplicit) else f
+
+
+def _logit_spans(f):
+    """``[(first logit, end logit, J part)]`` of an explicit factor."""
+    parts = f.parts if isinstance(f, SplitExplicit) else [f.J]
+    out, k = [], 0
+    for p in parts:
+        out.append((k, k + p.shape[1], p))
+        k += p.shape[1]
+    return out
+
+
 def contract(f1, f2, mode: str, sym: bool = False) -> torch.Tensor:
     """Kernel block between two chunks' factors of the same parameter.
 
@@ -190,6 +222,21 @@ def contract(f1, f2, mode: str, sym: bool = False) -> torch.Tensor:
     -> ``(n1, n2, c)``. ``sym=True`` means ``f2`` is ``f1`` (same chunk): only the symmetric
     product is formed.
     """
+    if isinstance(f1, SplitExplicit) or isinstance(f2, SplitExplicit):
+        if mode != "trace":
+            j1 = _joined(f1)
+            return _contract_explicit(j1.J, None if sym else _joined(f2).J, mode)
+        K = None
+        for a0, a1, p1 in _logit_spans(f1):
+            pairs = [(p1, None)] if sym else [
+                (p1[:, max(a0, b0) - a0 : min(a1, b1) - a0], p2[:, max(a0, b0) - b0 : min(a1, b1) - b0])
+                for b0, b1, p2 in _logit_spans(f2)
+                if max(a0, b0) < min(a1, b1)
+            ]  # logit ranges of the two chunks' parts may differ: contract their overlaps
+            for q1, q2 in pairs:
+                blk = _contract_explicit(q1, q2, mode)
+                K = blk if K is None else K.add_(blk)
+        return K
     if isinstance(f1, Explicit):
         return _contract_explicit(f1.J, None if sym else f2.J, mode)
     return _contract_hadamard(f1, f1 if sym else f2, mode, sym)

@@ -25,7 +25,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .factors import Explicit, Hadamard, IndexHadamard
+from .factors import Explicit, Hadamard, IndexHadamard, SplitExplicit
+
+# Largest single tensor of a factor. glibc serves bigger allocations by mmap, which page-faults on
+# every call (~0.4 ms per MB measured); smaller ones are recycled from the heap.
+_PART_BYTES = 24 * 1024**2
 
 __all__ = ["Rule", "register_rule", "get_rule", "registered_types", "Choice"]
 
@@ -66,6 +70,11 @@ class Rule:
         raise NotImplementedError
 
     can_fold_bias = False
+
+    def weight_dims(self, module: nn.Module, inp: torch.Tensor, out: torch.Tensor) -> tuple:
+        """``(da, dg, L)`` of the weight factor of a rule with :attr:`can_fold_bias` for one call
+        with input ``inp`` and output ``out`` (inputs per position, outputs per position, positions)."""
+        raise NotImplementedError
 
 
 _REGISTRY: Dict[Type[nn.Module], Rule] = {}
@@ -127,6 +136,9 @@ class LinearRule(Rule):
     param_names = ("weight", "bias")
     can_fold_bias = True
 
+    def weight_dims(self, module, inp, out):
+        return module.in_features, module.out_features, out[0].numel() // module.out_features
+
     def factors(self, module, records, grads, wanted, choose, fold_bias=False):
         din = module.in_features
         n = records[0].shape[0]
@@ -151,57 +163,110 @@ class ConvRule(Rule):
     padding modes), dilation and groups.
 
     The convolution is a linear layer applied to unfolded input patches at every output pixel:
-    ``A`` = unfolded patches ``(n, g, P, C_in/g * prod(k))``, ``G`` = output gradients
-    ``(n, c, g, P, C_out/g)``; the weight factor is ``Hadamard(A, G)`` or its explicit per-sample
-    gradient, the bias factor sums ``G`` over pixels.
+    ``A`` = patches ``(n, g, P, C_in/g * prod(k))``, ``G`` = output gradients
+    ``(n, c, g, P, C_out/g)``; the weight factor is ``Hadamard(A, G)`` or the explicit per-sample
+    gradient ``J_i = G_i^T A_i``, the bias factor sums ``G`` over pixels.
+
+    The record is the layer input itself (no copy). The explicit factor is built a few samples
+    at a time (patches, stacked gradients, one batched matmul), so the unfolded patches -- 9x the
+    input for a 3x3 kernel -- never exist for the whole chunk and stay in cache.
     """
 
     param_names = ("weight", "bias")
+    can_fold_bias = True
+    _SUB_BYTES = 4 * 1024**2  # working set of one sub-batch of the explicit factor
 
     def __init__(self, dim: int):
         self.dim = dim
 
-    def record(self, module, inp):
-        x = inp.detach()
-        pad_explicit = isinstance(module.padding, str) or module.padding_mode != "zeros"
-        if pad_explicit:
-            mode = "constant" if module.padding_mode == "zeros" else module.padding_mode
-            x = F.pad(x, module._reversed_padding_repeated_twice, mode=mode)
-            padding = (0,) * self.dim
-        else:
-            padding = tuple(module.padding)
+    def _kernel_2d(self, module):
         ks, st, dl = tuple(module.kernel_size), tuple(module.stride), tuple(module.dilation)
         if self.dim == 1:
-            x = x.unsqueeze(2)
-            ks, st, dl, padding = (1,) + ks, (1,) + st, (1,) + dl, (0,) + padding
-        cols = F.unfold(x, ks, dilation=dl, padding=padding, stride=st)  # (n, Cin*k, P)
-        n, ck, P = cols.shape
-        g = module.groups
-        return cols.view(n, g, ck // g, P).transpose(2, 3)  # (n, g, P, da), a strided view
+            ks, st, dl = (1,) + ks, (1,) + st, (1,) + dl
+        return ks, st, dl
 
-    can_fold_bias = True
+    def _patches(self, module, x: torch.Tensor, ones: bool) -> torch.Tensor:
+        """Unfolded patches ``(b, g, da, P)`` of the input ``x`` (the layout of ``F.unfold``, with
+        ``da = C_in/g * prod(k)`` ordered like the weight), plus a row of ones if ``ones``."""
+        pad = module._reversed_padding_repeated_twice
+        if any(pad):
+            mode = "constant" if module.padding_mode == "zeros" else module.padding_mode
+            x = F.pad(x, pad, mode=mode)
+        if self.dim == 1:
+            x = x.unsqueeze(2)
+        ks, st, dl = self._kernel_2d(module)
+        win = x.unfold(2, dl[0] * (ks[0] - 1) + 1, st[0]).unfold(3, dl[1] * (ks[1] - 1) + 1, st[1])
+        win = win[..., :: dl[0], :: dl[1]]  # (b, C, Ho, Wo, kh, kw), a strided view
+        b, C, Ho, Wo = win.shape[:4]
+        g = module.groups
+        da = C // g * ks[0] * ks[1]
+        out = x.new_empty(b, g, da + int(ones), Ho * Wo)
+        dst = out[:, :, :da].view(b, g, C // g, ks[0], ks[1], Ho, Wo)
+        dst.copy_(win.reshape(b, g, C // g, Ho, Wo, ks[0], ks[1]).permute(0, 1, 2, 5, 6, 3, 4))
+        if ones:
+            out[:, :, da] = 1
+        return out
+
+    def weight_dims(self, module, inp, out) -> tuple:
+        ks, _, _ = self._kernel_2d(module)
+        g = module.groups
+        return module.in_channels // g * ks[0] * ks[1], module.out_channels // g, out[0, 0].numel()
 
     def factors(self, module, records, grads, wanted, choose, fold_bias=False):
         g = module.groups
-        A = _cat(records, 2)
-        Gs = []
-        for gl in grads:
-            gr = _stack(gl)
-            n, c, cout = gr.shape[:3]
-            Gs.append(gr.reshape(n, c, g, cout // g, -1).transpose(3, 4))  # (n,c,g,P,dg) view
-        G = _cat(Gs, 3)
+        n = records[0].shape[0]
+        c = len(grads[0])
+        cout = module.out_channels
+        dg = cout // g
         out = {}
-        if fold_bias and "weight" in wanted and "bias" in wanted:
-            A = torch.cat([A, A.new_ones(A.shape[:-1] + (1,))], dim=-1)
-            wanted = ("weight",)
-        if "weight" in wanted:
-            fac = Hadamard(A, G)
-            if choose(A.shape[-1], G.shape[-1], A.shape[2], G.shape[1]) == "explicit":
-                fac = fac.to_explicit()
-            out["weight"] = fac
-        if "bias" in wanted:
-            n, c = G.shape[:2]
-            out["bias"] = Explicit(G.sum(dim=3).reshape(n, c, -1))
+        fold = fold_bias and "weight" in wanted and "bias" in wanted
+        if "bias" in wanted and not fold:
+            J = None
+            for gl in grads:
+                j = torch.stack([gk.reshape(n, cout, -1).sum(2) for gk in gl], 1)  # (n, c, cout)
+                J = j if J is None else J + j
+            out["bias"] = Explicit(J)
+        if "weight" not in wanted:
+            return out
+        da = self.weight_dims(module, records[0], grads[0][0])[0]
+        L = sum(gl[0][0, 0].numel() for gl in grads)
+        if choose(da + int(fold), dg, L, c) == "hadamard":
+            A = _cat([self._patches(module, r, fold).transpose(2, 3) for r in records], 2)  # (n, g, L, da)
+            G = _cat([_stack(gl).reshape(n, c, g, dg, -1).transpose(3, 4) for gl in grads], 3)  # (n, c, g, L, dg)
+            out["weight"] = Hadamard(A, G)
+            return out
+        da1 = da + int(fold)
+        item = records[0].element_size()
+        # logits per part: every part of J stays below _PART_BYTES (see factors.SplitExplicit)
+        per = max(1, min(c, _PART_BYTES // max(1, n * g * dg * da1 * item)))
+        spans = [(k, min(c, k + per)) for k in range(0, c, per)]
+        parts = [records[0].new_empty(n, k1 - k0, g, dg, da1) for k0, k1 in spans]
+        per_sample = max(1, (g * da1 + c * cout) * L * item)
+        sb = max(1, min(n, self._SUB_BYTES // per_sample))
+        for s in range(0, n, sb):
+            e = min(n, s + sb)
+            b = e - s
+            for call, (rec, gl) in enumerate(zip(records, grads)):
+                A = self._patches(module, rec[s:e], fold)  # (b, g, da1, P)
+                At = A.view(b * g, da1, -1).transpose(1, 2)
+                for (k0, k1), J in zip(spans, parts):
+                    ck = k1 - k0
+                    Gs = torch.stack([gk[s:e].reshape(b, cout, -1) for gk in gl[k0:k1]], 1)  # (b, ck, cout, P)
+                    if g == 1:
+                        dst = J[s:e].view(b, ck * dg, da1)
+                        if call == 0:
+                            torch.bmm(Gs.view(b, ck * dg, -1), At, out=dst)
+                        else:
+                            dst.baddbmm_(Gs.view(b, ck * dg, -1), At)
+                        continue
+                    Gm = Gs.view(b, ck, g, dg, -1).transpose(1, 2).reshape(b * g, ck * dg, -1)
+                    prod = torch.bmm(Gm, At).view(b, g, ck, dg, da1).transpose(1, 2)
+                    if call == 0:
+                        J[s:e] = prod
+                    else:
+                        J[s:e] += prod
+        flat = [J.view(n, J.shape[1], g * dg * da1) for J in parts]
+        out["weight"] = Explicit(flat[0]) if len(flat) == 1 else SplitExplicit(flat)
         return out
 
 
