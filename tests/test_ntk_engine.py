@@ -249,7 +249,7 @@ def test_symmetric_and_chunked_paths_are_exact(name):
 
 
 def test_large_symmetric_gram_block_path():
-    # n >= 512 exercises the block-triangular symmetric product
+    # n >= 512 exercises the recursive block-triangular symmetric product
     model = models.mlp([3, 8, 2], "tanh", seed=0).double()
     x = torch.randn(520, 3, dtype=torch.float64)
     K = empirical_ntk(model, x, outputs="trace", method="structured")

@@ -16,7 +16,7 @@ import torch
 import torch.nn as nn
 
 from ._functional import no_fused_fastpaths
-from .factors import Explicit, SplitExplicit, contract
+from .factors import Explicit, SplitExplicit, contract, exactly_symmetric
 from .methods import NTKMethod, parse_outputs
 from .rules import get_rule
 
@@ -639,13 +639,10 @@ def empirical_ntk(
         for b, (s2, e2) in enumerate(chunks2):
             if sym and b < a:
                 continue
+            exact = {}
             if sym and b == a:
-                # BLAS does not promise a @ a.T to be bitwise symmetric: symmetrize the diagonal
-                # blocks; off-diagonal blocks are mirrored exactly below
-                blocks = {
-                    name: _symmetrize_(_accumulate((s, contract(f, f, kmode, sym=True)) for f, s in lst), kmode)
-                    for name, lst in g1
-                }
+                blocks = {name: _accumulate((s, contract(f, f, kmode, sym=True)) for f, s in lst) for name, lst in g1}
+                exact = {name: all(exactly_symmetric(f, kmode) for f, _ in lst) for name, lst in g1}
             else:
                 if b in cache2:
                     g2 = cache2[b]
@@ -661,9 +658,7 @@ def empirical_ntk(
                 target = K[name] if per_layer else K
                 if blk is None:  # empty group (all scales zero)
                     continue
-                target[s1:e1, s2:e2] = blk
-                if sym and b != a:
-                    target[s2:e2, s1:e1] = blk.transpose(0, 1) if kmode != "full" else blk.permute(1, 0, 3, 2)
+                _place(target, blk, kmode, (s1, e1), (s2, e2), sym, exact.get(name, False))
     if per_layer:
         return {n: _finish(v, single) for n, v in K.items()}
     return _finish(K, single)
@@ -682,12 +677,26 @@ def _accumulate(scaled_blocks):
     return acc
 
 
-def _symmetrize_(K: Optional[torch.Tensor], kmode: str) -> Optional[torch.Tensor]:
-    """``K <- (K + K^T) / 2`` in place (``K^T`` swaps the sample axes, and the logit axes in full mode)."""
-    if K is None:
-        return None
-    KT = K.permute(1, 0, 3, 2) if kmode == "full" else K.transpose(0, 1)
-    return K.add_(KT.clone()).mul_(0.5)
+def _place(K: torch.Tensor, blk: torch.Tensor, kmode: str, rows, cols, sym: bool, exact: bool = False) -> None:
+    """Store a kernel block (full mode: in the ``(n1, c, n2, c)`` layout of :func:`contract`).
+
+    With ``x2 = x1`` the block is also mirrored across the diagonal; a diagonal block that is not
+    bitwise symmetric by construction (``exact``) is stored as ``(B + B^T) / 2``.
+    """
+    (s1, e1), (s2, e2) = rows, cols
+    if kmode == "full":
+        direct, mirrored = blk.permute(0, 2, 1, 3), blk.permute(2, 0, 3, 1)  # K[i,j,k,l], K[j,i,l,k]
+    else:
+        direct, mirrored = blk, blk.transpose(0, 1)
+    if sym and (s1, e1) == (s2, e2):
+        if exact:
+            K[s1:e1, s1:e1] = direct
+        else:
+            torch.add(direct, mirrored, out=K[s1:e1, s1:e1]).mul_(0.5)
+        return
+    K[s1:e1, s2:e2] = direct
+    if sym:
+        K[s2:e2, s1:e1] = mirrored
 
 
 def _fits_cache(groups, budget, out_bytes, n_chunks) -> bool:

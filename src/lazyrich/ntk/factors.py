@@ -28,25 +28,28 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["Explicit", "SplitExplicit", "Hadamard", "IndexHadamard", "contract", "gram"]
+__all__ = ["Explicit", "SplitExplicit", "Hadamard", "IndexHadamard", "contract", "exactly_symmetric", "gram"]
+
+
+_GRAM_SPLIT = 256  # below this many rows a symmetric Gram matrix is one product
 
 
 def gram(a: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
     """``a @ b.T``; with ``b=None`` the symmetric ``a @ a.T``, computed block-triangularly.
 
-    For large ``n`` only the upper block triangle is multiplied (3 of 4 blocks), the lower one is
-    mirrored; the result is exactly symmetric.
+    For ``n >= 256`` only the upper block triangle is multiplied (recursively: 3 of 4 blocks, then
+    3 of 4 of each diagonal block, ...), the lower one is mirrored; the result is always exactly (bitwise) symmetric.
     """
     if b is not None:
         return a @ b.T
     n = a.shape[0]
-    if n < 512:
-        out = a @ a.T
-        return out
+    if n < _GRAM_SPLIT:
+        upper = torch.triu(a @ a.T)  # BLAS does not promise a bitwise symmetric a @ a.T
+        return upper + upper.triu(1).T
     h = n // 2
     out = a.new_empty(n, n)
-    out[:h, :h] = a[:h] @ a[:h].T
-    out[h:, h:] = a[h:] @ a[h:].T
+    out[:h, :h] = gram(a[:h], None)
+    out[h:, h:] = gram(a[h:], None)
     upper = a[:h] @ a[h:].T
     out[:h, h:] = upper
     out[h:, :h] = upper.T
@@ -138,13 +141,13 @@ def _contract_explicit(J1: torch.Tensor, J2: torch.Tensor | None, mode: str) -> 
     if mode == "trace" or c == 1:
         K = gram(J1.reshape(n1, c * P), None if sym else J2.reshape(n2, c * P))
         if mode == "full":
-            return K[:, :, None, None]
+            return K[:, None, :, None]
         if mode == "diagonal":
             return K[:, :, None]
         return K
     if mode == "full":
         K = gram(J1.reshape(n1 * c, P), None if sym else J2.reshape(n2 * c, P))
-        return K.view(n1, c, n2, c).permute(0, 2, 1, 3)
+        return K.view(n1, c, n2, c)
     # diagonal
     a = J1.transpose(0, 1)
     b = a if sym else J2.transpose(0, 1)
@@ -167,12 +170,12 @@ def _contract_hadamard(f1: Hadamard, f2: Hadamard, mode: str, sym: bool) -> torc
                 kg = gram(a1.reshape(n1, c * dg), None if sym else a2.reshape(n2, c * dg))
                 blk = ka2 * kg
                 if mode == "full":
-                    blk = blk[:, :, None, None]
+                    blk = blk[:, None, :, None]
                 elif mode == "diagonal":
                     blk = blk[:, :, None]
             elif mode == "full":
                 kg = gram(a1.reshape(n1 * c, dg), None if sym else a2.reshape(n2 * c, dg))
-                blk = ka2[:, :, None, None] * kg.view(n1, c, n2, c).permute(0, 2, 1, 3)
+                blk = kg.view(n1, c, n2, c).mul_(ka2[:, None, :, None])
             else:
                 r1 = a1.transpose(0, 1)
                 r2 = r1 if sym else a2.transpose(0, 1)
@@ -184,14 +187,14 @@ def _contract_hadamard(f1: Hadamard, f2: Hadamard, mode: str, sym: bool) -> torc
                 kg = gram(a, b).view(n1, L1, n2, L2)
                 blk = (ka * kg).sum(dim=(1, 3))
                 if mode == "full":
-                    blk = blk[:, :, None, None]
+                    blk = blk[:, None, :, None]
                 elif mode == "diagonal":
                     blk = blk[:, :, None]
             elif mode == "full":
                 a = g1.permute(0, 2, 1, 3).reshape(n1 * L1 * c, dg)
                 b = None if sym else g2.permute(0, 2, 1, 3).reshape(n2 * L2 * c, dg)
                 kg = gram(a, b).view(n1, L1, c, n2, L2, c)
-                blk = torch.einsum("iajb,iakjbl->ijkl", ka, kg)
+                blk = torch.einsum("iajb,iakjbl->ikjl", ka, kg)
             else:
                 a = g1.permute(1, 0, 2, 3).reshape(c, n1 * L1, dg)
                 b = a if sym else g2.permute(1, 0, 2, 3).reshape(c, n2 * L2, dg)
@@ -215,10 +218,22 @@ def _logit_spans(f):
     return out
 
 
+def exactly_symmetric(f, mode: str) -> bool:
+    """Whether ``contract(f, f, mode, sym=True)`` is bitwise symmetric by construction (products
+    of exactly symmetric Gram matrices); otherwise the engine symmetrizes the block."""
+    if mode == "diagonal":
+        return False
+    if isinstance(f, (Explicit, SplitExplicit)):
+        return True
+    return f.A.shape[2] == 1 and f.G.shape[3] == 1  # Hadamard with one position: ka * kg
+
+
 def contract(f1, f2, mode: str, sym: bool = False) -> torch.Tensor:
     """Kernel block between two chunks' factors of the same parameter.
 
-    ``mode`` is ``"trace"`` -> ``(n1, n2)``, ``"full"`` -> ``(n1, n2, c, c)`` or ``"diagonal"``
+    ``mode`` is ``"trace"`` -> ``(n1, n2)``, ``"full"`` -> ``(n1, c, n2, c)`` (logit axes next to
+    their sample axes: the layout of the ``(n1 c) x (n2 c)`` Gram matrix; the engine permutes it
+    to ``(n1, n2, c, c)`` once, when it stores the block) or ``"diagonal"``
     -> ``(n1, n2, c)``. ``sym=True`` means ``f2`` is ``f1`` (same chunk): only the symmetric
     product is formed.
     """
