@@ -174,7 +174,7 @@ class ConvRule(Rule):
 
     param_names = ("weight", "bias")
     can_fold_bias = True
-    _SUB_BYTES = 4 * 1024**2  # working set of one sub-batch of the explicit factor
+    _SUB_BYTES = 16 * 1024**2  # working set of one sub-batch of the explicit factor (4 MB measured slower)
 
     def __init__(self, dim: int):
         self.dim = dim
