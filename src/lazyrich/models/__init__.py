@@ -4,48 +4,7 @@ Axes: images ``(n, C, H, W)``, vectors ``(n, d)``, tokens ``(n, L)`` (long);
 outputs ``(n, c)``.  See :mod:`lazyrich.models.zoo`.
 """
 
-from lazyrich.models.zoo import (
-    ACTIVATIONS,
-    VGG,
-    VGG16_CFG,
-    BasicBlock,
-    CifarResNet,
-    LeNet5,
-    SharedLayerNet,
-    TinyTransformer,
-    TwoLayerNet,
-    frozen_mlp,
-    lenet5,
-    make_activation,
-    mlp,
-    resnet20,
-    shared_layer_net,
-    tiny_transformer,
-    two_layer,
-    vgg16,
-    vgg_small,
-    with_frozen,
-)
+from lazyrich.models import zoo
+from lazyrich.models.zoo import *  # noqa: F401,F403 -- the zoo's public names, listed once in zoo.__all__
 
-__all__ = [
-    "ACTIVATIONS",
-    "make_activation",
-    "mlp",
-    "frozen_mlp",
-    "with_frozen",
-    "LeNet5",
-    "lenet5",
-    "BasicBlock",
-    "CifarResNet",
-    "resnet20",
-    "VGG",
-    "VGG16_CFG",
-    "vgg_small",
-    "vgg16",
-    "TinyTransformer",
-    "tiny_transformer",
-    "SharedLayerNet",
-    "shared_layer_net",
-    "TwoLayerNet",
-    "two_layer",
-]
+__all__ = list(zoo.__all__)
