@@ -249,7 +249,9 @@ class _Capture:
                     rec = rule.record(mod, inp)
                 self.records[mname].append(rec)
                 self.versions[mname].append((inp, inp._version))
-                probe = torch.zeros_like(output, requires_grad=True)
+                # a broadcast zero: no activation-sized allocation; autograd returns the full
+                # gradient w.r.t. this (non-leaf) view
+                probe = output.new_zeros((), requires_grad=True).expand(output.shape)
                 self.probes[mname].append(probe)
                 return output + probe
 
@@ -322,15 +324,18 @@ class _Engine:
                             "use out-of-place operations (e.g. nn.ReLU(inplace=False)) before it or method='jacobian'."
                         )
                 names = list(plan.rule_modules)
+                calls = {mn: len(cap.probes[mn]) for mn in names}
                 probes = [p for mn in names for p in cap.probes[mn]]
                 grads = _batched_backward(out, probes, self.ks) if probes else []
+                del out, probes, cap.probes
             pos = 0
             for mname in names:
                 m, rule, local = plan.rule_modules[mname]
-                k = len(cap.probes[mname])
+                k = calls[mname]
                 g = grads[pos : pos + k]
-                pos += k
-                recs = cap.records[mname]
+                grads[pos : pos + k] = [None] * k  # released once this layer's factors exist:
+                pos += k  # later layers' factors reuse the memory instead of growing the heap
+                recs = cap.records.pop(mname)
                 if k == 0:  # module not used with gradients: zero contribution
                     for ln in local:
                         numel = getattr(m, ln).numel()
@@ -339,6 +344,7 @@ class _Engine:
                         )
                     continue
                 facs = rule.factors(m, recs, g, local, self.choose, fold_bias=self.fold.get(mname, False))
+                del g, recs
                 for ln, f in facs.items():
                     out_factors[plan.full_name[(mname, ln)]] = f
             del cap
