@@ -246,6 +246,31 @@ def test_symmetric_and_chunked_paths_are_exact(name):
         assert torch.equal(K, K.permute(1, 0, 3, 2))
     K12 = empirical_ntk(model, x1, x2, outputs="diagonal", batch_size=2)
     assert rel_err(K12, reduce_mode(brute_ntk(model, x1, x2)["total"], "diagonal")) < TOL64
+    # per-layer blocks: one chunk contracted layer by layer == several chunks with a factor cache
+    one = empirical_ntk(model, x, per_layer=True)
+    for bs in (2, 3):
+        chunked = empirical_ntk(model, x, per_layer=True, batch_size=bs)
+        for n in one:
+            assert rel_err(chunked[n], one[n]) < TOL64 or one[n].abs().max() == 0, (name, n, bs)
+
+
+def test_default_is_one_chunk_contracted_layer_by_layer(monkeypatch):
+    """Small problems take the one-chunk path (each layer's factors contracted, then dropped);
+    with a tiny working-set limit and budget the same call is chunked, with the same kernel."""
+    import lazyrich.ntk.engine as engine
+
+    model, x1, x2, ref = _setup("resnet20")
+    calls = []
+    one_block = engine._one_block
+    monkeypatch.setattr(engine, "_one_block", lambda *a, **k: calls.append(1) or one_block(*a, **k))
+    K = empirical_ntk(model, x1, x2, outputs="full")
+    assert calls and rel_err(K, ref["total"]) < TOL64
+    calls.clear()
+    monkeypatch.setattr(engine, "_STREAM_SET", 1)
+    monkeypatch.setattr(engine, "available_memory", lambda device=None: 8 * 3 * 2 * 1024**2)
+    monkeypatch.setattr(engine, "_WORKING_SET", 1)
+    Kc = empirical_ntk(model, x1, x2, outputs="full")
+    assert not calls and rel_err(Kc, ref["total"]) < TOL64
 
 
 def test_large_symmetric_gram_block_path():

@@ -24,6 +24,9 @@ __all__ = ["empirical_ntk", "available_memory", "trainable_parameters"]
 
 _GiB = 1024**3
 _WORKING_SET = _GiB
+# Largest estimated working set for computing the kernel as one chunk, layer by layer (no factor
+# cache, one GEMM per layer over all samples): W3 of benchmarks/ntk_speed.py, ~1.2 GB.
+_STREAM_SET = 2 * _GiB
 
 
 def available_memory(device: torch.device | None = None) -> int:
@@ -306,8 +309,13 @@ class _Engine:
 
     def factors(self, x: torch.Tensor) -> Dict[str, object]:
         """Kernel factors of every trainable parameter for the chunk ``x``."""
+        return dict(self.iter_factors(x))
+
+    def iter_factors(self, x: torch.Tensor):
+        """Yield ``(parameter name, factor)`` for the chunk ``x``, layer by layer. A layer's output
+        gradients and records are released once its factors exist, so a consumer that contracts
+        and drops each factor holds one layer's factor at a time."""
         model, plan = self.model, self.plan
-        out_factors: Dict[str, object] = {}
         if plan.rule_modules:
             with torch.enable_grad():
                 with _Capture(plan) as cap:
@@ -315,7 +323,8 @@ class _Engine:
                 if not self.plan_checked:
                     self._verify_plan(out, cap)
                     if not plan.rule_modules:
-                        return self.factors(x)
+                        yield from self.iter_factors(x)
+                        return
                 # inputs modified in place after being recorded: record clones instead
                 for mname, vs in cap.versions.items():
                     if any(t._version != v for t, v in vs):
@@ -339,21 +348,20 @@ class _Engine:
                 if k == 0:  # module not used with gradients: zero contribution
                     for ln in local:
                         numel = getattr(m, ln).numel()
-                        out_factors[plan.full_name[(mname, ln)]] = Explicit(
+                        yield plan.full_name[(mname, ln)], Explicit(
                             x.new_zeros((x.shape[0], len(self.ks), numel), dtype=self._dtype())
                         )
                     continue
                 facs = rule.factors(m, recs, g, local, self.choose, fold_bias=self.fold.get(mname, False))
                 del g, recs
-                for ln, f in facs.items():
-                    out_factors[plan.full_name[(mname, ln)]] = f
+                for ln in list(facs):
+                    yield plan.full_name[(mname, ln)], facs.pop(ln)
             del cap
         if plan.fallback:
             chunk = max(1, x.shape[0])
             jac = _per_sample_jacobian(model, x, plan.fallback, self.ks, chunk)
-            for n, J in jac.items():
-                out_factors[n] = Explicit(J)
-        return out_factors
+            for n in list(jac):
+                yield n, Explicit(jac.pop(n))
 
     def _dtype(self):
         return next(iter(self.params.values())).dtype
@@ -390,41 +398,47 @@ class _Engine:
             )
 
 
-def _bytes_per_sample(model, plan: _Plan, params, x1, c: int, itemsize: int, choose) -> int:
-    """Upper estimate of the working memory per sample, from one gradient-free forward pass:
-    ``2 c`` copies of every ruled layer's output (per-output gradients, then stacked), its
-    records, and ``c`` copies of every parameter whose factor is explicit (``choose`` decides for
-    linear-type weights; norm-layer and fallback parameters are always explicit)."""
-    total = [0]
+def _bytes_per_sample(model, plan: _Plan, params, x1, c: int, itemsize: int, choose) -> tuple:
+    """Upper estimates of the memory per sample, from one gradient-free forward pass:
+    ``(work, factors, largest)``.
+
+    ``work``: ``c`` copies of every ruled layer's output (the per-output gradients; ``2 c`` where
+    the rule also stacks them, :meth:`~lazyrich.ntk.rules.Rule.stacks_gradients`) and its
+    records. ``factors``: all kernel factors -- ``c`` copies of every parameter whose factor is
+    explicit (``choose`` decides for linear-type weights; norm-layer and fallback parameters are
+    always explicit), the inputs of Hadamard factors. ``largest``: the largest single layer's factors.
+    """
+    work, per_layer = [0], []
     handles = []
-    n = max(1, x1.shape[0])
     for mname, (m, rule, local) in plan.rule_modules.items():
         def hook(mod, inputs, output, rule=rule, local=local):
             if not isinstance(output, torch.Tensor):
                 return
-            total[0] += 2 * c * output.numel() * itemsize
             rec = rule.record(mod, inputs[0])
-            total[0] += rec.numel() * rec.element_size()
+            fac, explicit = 0, False
             for ln in local:
-                numel = getattr(mod, ln).numel()
                 if isinstance(mod, nn.Embedding):
                     continue
                 if ln == "weight" and rule.can_fold_bias:
                     da, dg, L = rule.weight_dims(mod, inputs[0], output)
-                    if choose(da, dg, L, c) != "explicit":
-                        total[0] += L * (da + 1) * itemsize * n  # Hadamard inputs (patches)
+                    explicit = choose(da, dg, L, c) == "explicit"
+                    if not explicit:
+                        fac += L * (da + 1) * itemsize  # Hadamard inputs (patches)
                         continue
-                total[0] += c * numel * itemsize * n
+                fac += c * getattr(mod, ln).numel() * itemsize
+            copies = 2 if rule.stacks_gradients(explicit) else 1
+            work[0] += copies * c * output[0].numel() * itemsize + rec[0].numel() * rec.element_size()
+            per_layer.append(fac)
 
         handles.append(m.register_forward_hook(hook))
     try:
         with torch.no_grad():
-            model(x1)
+            model(x1[:1])
     finally:
         for h in handles:
             h.remove()
-    total[0] += c * sum(params[p].numel() for p in plan.fallback) * itemsize * n
-    return max(1, total[0] // n)
+    per_layer.append(c * sum(params[p].numel() for p in plan.fallback) * itemsize)
+    return max(1, work[0]), sum(per_layer), max(per_layer)
 
 
 def _make_choose(n1: int, n2: int, mode: str, c_sel: int):
@@ -439,20 +453,29 @@ def _make_choose(n1: int, n2: int, mode: str, c_sel: int):
     return choose
 
 
-def _merge_explicit(factors: Dict[str, object], scales: Dict[str, float], small: int = 8192) -> list:
+_SMALL = 8192  # explicit factors with at most this many parameters are concatenated into one
+
+
+def _is_small(f) -> bool:
+    if isinstance(f, SplitExplicit):
+        return f.parts[0].shape[2] <= _SMALL
+    return isinstance(f, Explicit) and f.J.shape[2] <= _SMALL
+
+
+def _merge_explicit(factors: Dict[str, object], scales: Dict[str, float]) -> list:
     """Group factors for the total kernel: ``[(factor, scale), ...]``.
 
-    Small explicit factors (biases, norm layers; ``P <= small``) are concatenated into one, so they
-    cost one matrix product; large ones are contracted separately (no copy).
+    Small explicit factors (biases, norm layers; ``P <= _SMALL``) are concatenated into one, so
+    they cost one matrix product; large ones are contracted separately (no copy).
     """
     expl, rest = [], []
     for n, f in factors.items():
         s = scales[n]
         if s == 0:
             continue
-        if isinstance(f, SplitExplicit) and f.parts[0].shape[2] <= small:
-            f = f.joined()  # the same parameter may come split in one chunk and whole in another
-        if isinstance(f, Explicit) and f.J.shape[2] <= small:
+        if _is_small(f):
+            if isinstance(f, SplitExplicit):
+                f = f.joined()  # the same parameter may come split in one chunk and whole in another
             expl.append(f.J if s == 1.0 else f.J * math.sqrt(s))
         else:
             rest.append((f, s))
@@ -540,9 +563,12 @@ def empirical_ntk(
         ``{parameter name: eta_p}``; each parameter's contribution is multiplied by ``eta_p``
         (default 1), the NTK of gradient flow with per-parameter learning rates.
     batch_size : int, optional
-        Samples per chunk. By default chosen so that the factors stay within the memory budget
-        (:func:`available_memory`). Peak memory is bounded by the output kernel plus the factors
-        of two chunks.
+        Samples per chunk. By default all samples form one chunk when the per-layer working set
+        (every layer's output gradients, plus the largest layer's factors) is estimated below
+        2 GiB: each layer's factors are then contracted as soon as they exist and dropped.
+        Otherwise chunks are chosen so that the factors stay within the memory budget
+        (:func:`available_memory`), and peak memory is bounded by the output kernel plus the
+        factors of the cached chunks.
 
     Returns
     -------
@@ -605,14 +631,18 @@ def empirical_ntk(
 
     # chunk size from a gradient-free one-sample estimate of the working memory
     if batch_size is None:
-        per_sample = _bytes_per_sample(model, plan, params, x1[:1], c_sel, itemsize, choose)
-        # factors of two chunks and one chunk's records/gradients live at once, plus temporaries
+        work, all_factors, largest = _bytes_per_sample(model, plan, params, x1, c_sel, itemsize, choose)
         factor_budget = max(budget - out_bytes, budget // 8)
-        batch_size = int(max(1, factor_budget // (3 * per_sample)))
-        # Keep a chunk's working set near 1 GiB (at least 16 samples): smaller tensors are
-        # recycled by the allocator instead of being freshly mapped (and page-faulted) on every
-        # chunk, which measured 30-40% faster on ResNet-20 (benchmarks/ntk_speed.py, W3).
-        batch_size = min(batch_size, max(16, _WORKING_SET // per_sample))
+        if (n1 if sym else n1 + n2) * (work + largest) <= min(factor_budget, _STREAM_SET):
+            batch_size = max(n1, n2)  # one chunk, contracted layer by layer (see _one_block)
+        else:
+            per_sample = work + all_factors
+            # factors of two chunks and one chunk's records/gradients live at once, plus temporaries
+            batch_size = int(max(1, factor_budget // (3 * per_sample)))
+            # Keep a chunk's working set near 1 GiB (at least 16 samples): smaller tensors are
+            # recycled by the allocator instead of being freshly mapped (and page-faulted) on every
+            # chunk, which measured 30-40% faster on ResNet-20 (benchmarks/ntk_speed.py, W3).
+            batch_size = min(batch_size, max(16, _WORKING_SET // per_sample))
     batch_size = max(1, int(batch_size))
     n_max = max(n1, n2)
     if batch_size < n_max:  # balanced chunks: no small trailing chunk
@@ -631,6 +661,14 @@ def empirical_ntk(
 
     chunks1 = [(s, min(s + batch_size, n1)) for s in range(0, n1, batch_size)]
     chunks2 = chunks1 if sym else [(s, min(s + batch_size, n2)) for s in range(0, n2, batch_size)]
+
+    if len(chunks1) == 1 and len(chunks2) == 1:
+        blocks, exact = _one_block(eng, x1, x2, kmode, scales, per_layer)
+        for name, blk in blocks.items():
+            _place(K[name] if per_layer else K, blk, kmode, (0, n1), (0, n2), sym, exact[name])
+        if per_layer:
+            return {n: _finish(v, single) for n, v in K.items()}
+        return _finish(K, single)
 
     def groups_of(f):
         if per_layer:
@@ -668,6 +706,36 @@ def empirical_ntk(
     if per_layer:
         return {n: _finish(v, single) for n, v in K.items()}
     return _finish(K, single)
+
+
+def _one_block(eng: _Engine, x1, x2, kmode: str, scales, per_layer: bool):
+    """The whole kernel as one block, contracted layer by layer: each factor is contracted as
+    soon as its layer's rule has built it and then dropped, so only one layer's factors (and the
+    small ones, merged at the end) are alive at a time. Returns ``({name: block}, {name: exact})``
+    with the single key ``None`` unless ``per_layer``."""
+    sym = x2 is None
+    it2 = None if sym else eng.iter_factors(x2)
+    blocks, exact, small1, small2 = {}, {}, {}, {}
+    for name, f1 in eng.iter_factors(x1):
+        name2, f2 = (name, f1) if sym else next(it2)
+        if name2 != name:  # pragma: no cover - both passes walk the same plan
+            raise RuntimeError(f"internal error: factors of '{name}' and '{name2}' out of step.")
+        if not per_layer and _is_small(f1):  # merged into one product below
+            small1[name], small2[name] = f1, f2
+            continue
+        key = name if per_layer else None
+        if not per_layer and scales[name] == 0:
+            continue
+        blk = contract(f1, f2, kmode, sym=sym)
+        blocks[key] = _accumulate([(1.0, blocks[key]), (scales[name], blk)] if key in blocks else [(scales[name], blk)])
+        exact[key] = exact.get(key, True) and exactly_symmetric(f1, kmode)
+        del f1, f2, blk
+    if small1:
+        for (fa, s), (fb, _) in zip(_merge_explicit(small1, scales), _merge_explicit(small2, scales)):
+            blk = contract(fa, fb, kmode, sym=sym)
+            blocks[None] = _accumulate([(1.0, blocks[None]), (s, blk)] if None in blocks else [(s, blk)])
+            exact[None] = exact.get(None, True) and exactly_symmetric(fa, kmode)
+    return blocks, exact
 
 
 def _accumulate(scaled_blocks):

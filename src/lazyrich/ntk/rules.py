@@ -71,6 +71,12 @@ class Rule:
 
     can_fold_bias = False
 
+    def stacks_gradients(self, explicit: bool) -> bool:
+        """Whether :meth:`factors` copies all per-output gradients of a call into one stacked
+        ``(n, c, ...)`` tensor (``explicit``: the weight factor is explicit). Only used by the
+        engine's memory estimate."""
+        return True
+
     def weight_dims(self, module: nn.Module, inp: torch.Tensor, out: torch.Tensor) -> tuple:
         """``(da, dg, L)`` of the weight factor of a rule with :attr:`can_fold_bias` for one call
         with input ``inp`` and output ``out`` (inputs per position, outputs per position, positions)."""
@@ -184,6 +190,9 @@ class ConvRule(Rule):
         if self.dim == 1:
             ks, st, dl = (1,) + ks, (1,) + st, (1,) + dl
         return ks, st, dl
+
+    def stacks_gradients(self, explicit):
+        return not explicit  # the explicit factor stacks one sub-batch at a time
 
     def _patches(self, module, x: torch.Tensor, ones: bool) -> torch.Tensor:
         """Unfolded patches ``(b, g, da, P)`` of the input ``x`` (the layout of ``F.unfold``, with
@@ -305,6 +314,9 @@ class _AffineNormRule(Rule):
 
     def record(self, module, inp):
         return self.normalized(module, inp.detach())
+
+    def stacks_gradients(self, explicit):
+        return False  # consumed one output at a time
 
     def _collapse(self, module, t: torch.Tensor) -> torch.Tensor:
         """(n, c, *shape) -> (n, c, P): sum over the positions sharing one affine parameter."""
