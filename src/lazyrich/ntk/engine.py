@@ -716,6 +716,12 @@ def _one_block(eng: _Engine, x1, x2, kmode: str, scales, per_layer: bool):
     sym = x2 is None
     it2 = None if sym else eng.iter_factors(x2)
     blocks, exact, small1, small2 = {}, {}, {}, {}
+
+    def add(key, fa, fb, s):
+        blk = contract(fa, fb, kmode, sym=sym)
+        blocks[key] = _accumulate([(1.0, blocks[key]), (s, blk)] if key in blocks else [(s, blk)])
+        exact[key] = exact.get(key, True) and exactly_symmetric(fa, kmode)
+
     for name, f1 in eng.iter_factors(x1):
         name2, f2 = (name, f1) if sym else next(it2)
         if name2 != name:  # pragma: no cover - both passes walk the same plan
@@ -726,15 +732,11 @@ def _one_block(eng: _Engine, x1, x2, kmode: str, scales, per_layer: bool):
         key = name if per_layer else None
         if not per_layer and scales[name] == 0:
             continue
-        blk = contract(f1, f2, kmode, sym=sym)
-        blocks[key] = _accumulate([(1.0, blocks[key]), (scales[name], blk)] if key in blocks else [(scales[name], blk)])
-        exact[key] = exact.get(key, True) and exactly_symmetric(f1, kmode)
-        del f1, f2, blk
+        add(key, f1, f2, scales[name])
+        del f1, f2
     if small1:
         for (fa, s), (fb, _) in zip(_merge_explicit(small1, scales), _merge_explicit(small2, scales)):
-            blk = contract(fa, fb, kmode, sym=sym)
-            blocks[None] = _accumulate([(1.0, blocks[None]), (s, blk)] if None in blocks else [(s, blk)])
-            exact[None] = exact.get(None, True) and exactly_symmetric(fa, kmode)
+            add(None, fa, fb, s)
     return blocks, exact
 
 
