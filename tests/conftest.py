@@ -18,3 +18,12 @@ def _global_torch_state_is_restored():
     torch.set_default_dtype(dtype)
     torch.set_num_threads(threads)
     assert not changed, "a test changed torch's default dtype without restoring it"
+
+
+@pytest.fixture
+def float64_default():
+    """torch's default dtype set to float64 for one test, then restored (theory oracles)."""
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(old)

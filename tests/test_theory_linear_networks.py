@@ -15,14 +15,7 @@ from scipy.optimize import minimize
 from lazyrich.theory import linear_networks as ln
 
 
-
-@pytest.fixture(autouse=True)
-def _float64_default():
-    """These oracles build torch tensors in float64; restore the global default afterwards."""
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(old)
+pytestmark = pytest.mark.usefixtures("float64_default")  # these oracles build float64 tensors
 
 SHAPES = [(3, 5, 2), (4, 2, 6), (5, 5, 1), (2, 3, 3), (1, 4, 3), (6, 1, 2)]  # (d, h, c)
 ETA_A, ETA_W = 0.7, 1.9

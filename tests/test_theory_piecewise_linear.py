@@ -17,14 +17,7 @@ from torch.func import functional_call, jacrev, jvp
 from lazyrich.theory import piecewise_linear as pl
 
 
-
-@pytest.fixture(autouse=True)
-def _float64_default():
-    """These oracles build torch tensors in float64; restore the global default afterwards."""
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(old)
+pytestmark = pytest.mark.usefixtures("float64_default")  # these oracles build float64 tensors
 
 
 class TwoLayerPL(nn.Module):
