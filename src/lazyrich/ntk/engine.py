@@ -615,8 +615,6 @@ def empirical_ntk(
 
     if method is NTKMethod.NTK_VP:
         res = _ntk_vp(model, x1, x2, params, scales, ks, kmode, per_layer)
-        if per_layer:
-            return {n: _finish(v, single) for n, v in res.items()}
         return _finish(res, single)
 
     plan = _make_plan(model, params, use_rules=method in (NTKMethod.STRUCTURED, NTKMethod.AUTO))
@@ -666,8 +664,6 @@ def empirical_ntk(
         blocks, exact = _one_block(eng, x1, x2, kmode, scales, per_layer)
         for name, blk in blocks.items():
             _place(K[name] if per_layer else K, blk, kmode, (0, n1), (0, n2), sym, exact[name])
-        if per_layer:
-            return {n: _finish(v, single) for n, v in K.items()}
         return _finish(K, single)
 
     def groups_of(f):
@@ -703,8 +699,6 @@ def empirical_ntk(
                 if blk is None:  # empty group (all scales zero)
                     continue
                 _place(target, blk, kmode, (s1, e1), (s2, e2), sym, exact.get(name, False))
-    if per_layer:
-        return {n: _finish(v, single) for n, v in K.items()}
     return _finish(K, single)
 
 
@@ -735,7 +729,9 @@ def _one_block(eng: _Engine, x1, x2, kmode: str, scales, per_layer: bool):
         add(key, f1, f2, scales[name])
         del f1, f2
     if small1:
-        for (fa, s), (fb, _) in zip(_merge_explicit(small1, scales), _merge_explicit(small2, scales)):
+        merged1 = _merge_explicit(small1, scales)
+        merged2 = merged1 if sym else _merge_explicit(small2, scales)  # x2 = x1: concatenate once
+        for (fa, s), (fb, _) in zip(merged1, merged2):
             add(None, fa, fb, s)
     return blocks, exact
 
@@ -783,7 +779,10 @@ def _fits_cache(groups, budget, out_bytes, n_chunks) -> bool:
     return size * n_chunks < max(0, budget - out_bytes) // 2
 
 
-def _finish(K: torch.Tensor, single: bool) -> torch.Tensor:
+def _finish(K, single: bool):
+    """With a single output, ``(n1, n2)`` kernels; applied to each value of a per-layer dict."""
+    if isinstance(K, dict):
+        return {n: _finish(v, single) for n, v in K.items()}
     if single and K.dim() > 2:
         K = K.reshape(K.shape[0], K.shape[1])
     return K
