@@ -24,6 +24,8 @@ def _randomize_bn(model, gen):
         if isinstance(m, nn.modules.batchnorm._BatchNorm):
             m.running_mean.copy_(0.1 * torch.randn(m.running_mean.shape, generator=gen, dtype=m.running_mean.dtype))
             m.running_var.copy_(0.5 + torch.rand(m.running_var.shape, generator=gen, dtype=m.running_var.dtype))
+            if m.weight is None:
+                continue
             with torch.no_grad():
                 m.weight.copy_(1 + 0.2 * torch.randn(m.weight.shape, generator=gen, dtype=m.weight.dtype))
                 m.bias.copy_(0.1 * torch.randn(m.bias.shape, generator=gen, dtype=m.bias.dtype))
@@ -98,6 +100,41 @@ class SharedConv(nn.Module):
         return self.head(h.mean((2, 3)))
 
 
+class BatchNormFeeds(nn.Module):
+    """Layers feeding eval-mode BatchNorm in the ways the engine must tell apart: only into a
+    BatchNorm (c1, c5, c6 into one shared BatchNorm, fc into BatchNorm1d, bn3 into bn4: output
+    gradients derived from the BatchNorm's), also elsewhere (c2: a skip), into a BatchNorm whose
+    own gradient is derived (c3), into a BatchNorm without parameters (c4)."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1 = nn.Conv2d(2, 4, 3, padding=1)
+        self.bn1 = nn.BatchNorm2d(4)
+        self.c2 = nn.Conv2d(4, 4, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(4)
+        self.c3 = nn.Conv2d(4, 4, 1)
+        self.bn3 = nn.BatchNorm2d(4)
+        self.bn3.weight.requires_grad_(False)
+        self.bn4 = nn.BatchNorm2d(4)
+        self.c4 = nn.Conv2d(4, 4, 3, padding=1)
+        self.bn_plain = nn.BatchNorm2d(4, affine=False)
+        self.c5 = nn.Conv2d(4, 4, 3, padding=1)
+        self.c6 = nn.Conv2d(4, 4, 3, padding=1, bias=False)
+        self.shared_bn = nn.BatchNorm2d(4)
+        self.fc = nn.Linear(4, 5)
+        self.bn1d = nn.BatchNorm1d(5)
+        self.head = nn.Linear(5, 3)
+
+    def forward(self, x):
+        h = torch.tanh(self.bn1(self.c1(x)))
+        z = self.c2(h)
+        h = torch.tanh(self.bn2(z)) + 0.5 * z
+        h = torch.tanh(self.bn4(self.bn3(self.c3(h))))
+        h = torch.tanh(self.bn_plain(self.c4(h)))
+        h = torch.tanh(self.shared_bn(self.c5(h))) + torch.tanh(self.shared_bn(self.c6(h)))
+        return self.head(torch.tanh(self.bn1d(self.fc(h.mean((2, 3))))))
+
+
 def _zoo():
     """name -> (factory(dtype), input factory(n, gen))."""
     img = lambda c, s: (lambda n, g: torch.randn(n, c, s, s, generator=g, dtype=torch.float64))  # noqa: E731
@@ -118,6 +155,7 @@ def _zoo():
         "tied_embedding": (TiedEmbedding, tok(11, 5)),
         "conv1d_seq": (Conv1dSeq, tok(9, 7)),
         "shared_conv": (SharedConv, img(2, 8)),
+        "bn_feeds": (BatchNormFeeds, img(2, 6)),
     }
 
 
@@ -271,6 +309,30 @@ def test_default_is_one_chunk_contracted_layer_by_layer(monkeypatch):
     monkeypatch.setattr(engine, "_WORKING_SET", 1)
     Kc = empirical_ntk(model, x1, x2, outputs="full")
     assert not calls and rel_err(Kc, ref["total"]) < TOL64
+
+
+def test_layers_feeding_batchnorm_derive_their_output_gradients(monkeypatch):
+    """A layer whose output feeds only an eval BatchNorm takes its output gradient from the
+    BatchNorm's (times gamma / sqrt(var + eps)); every other case computes its own."""
+    import lazyrich.ntk.engine as engine
+
+    model, x1, x2, ref = _setup("bn_feeds")
+    seen = []
+    fusions = engine._batchnorm_fusions
+    monkeypatch.setattr(engine, "_batchnorm_fusions", lambda *a: seen.append(fusions(*a)) or seen[-1])
+    K = empirical_ntk(model, x1, x2, outputs="full")
+    assert rel_err(K, ref["total"]) < TOL64
+    pairs = {(layer, bn) for f in seen for (layer, _), (bn, _, _) in f.items()}
+    assert pairs == {("c1", "bn1"), ("bn3", "bn4"), ("c5", "shared_bn"), ("c6", "shared_bn"), ("fc", "bn1d")}
+    # a channel with gamma = 0 (zero gradient through it) and per-layer blocks
+    with torch.no_grad():
+        model.bn1.weight[0] = 0.0
+        model.shared_bn.weight[1] = 0.0
+    ref0 = brute_ntk(model, x1, x2)
+    blocks = empirical_ntk(model, x1, x2, per_layer=True)
+    for name, blk in blocks.items():
+        assert rel_err(blk, reduce_mode(ref0[name], "trace")) < TOL64 or blk.abs().max() == 0, name
+    assert rel_err(empirical_ntk(model, x1, x2, outputs="full"), ref0["total"]) < TOL64
 
 
 def test_large_symmetric_gram_block_path():

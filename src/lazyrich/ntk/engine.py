@@ -167,9 +167,9 @@ def _make_plan(model: nn.Module, params: Dict[str, nn.Parameter], use_rules: boo
     return plan
 
 
-def _accumulate_edge_counts(root) -> Dict[int, int]:
-    """Number of autograd edges into each parameter's AccumulateGrad node, by ``id(param)``."""
-    counts: Dict[int, int] = {}
+def _in_degrees(root) -> Dict[object, int]:
+    """Number of autograd edges into every node of the graph below ``root`` (``root`` not counted)."""
+    counts: Dict[object, int] = {}
     seen = set()
     stack = [root]
     while stack:
@@ -178,13 +178,20 @@ def _accumulate_edge_counts(root) -> Dict[int, int]:
             continue
         seen.add(fn)
         for nxt, _ in fn.next_functions:
-            if nxt is None:
-                continue
-            var = getattr(nxt, "variable", None)
-            if var is not None:
-                counts[id(var)] = counts.get(id(var), 0) + 1
-            stack.append(nxt)
+            if nxt is not None:
+                counts[nxt] = counts.get(nxt, 0) + 1
+                stack.append(nxt)
     return counts
+
+
+def _accumulate_edge_counts(counts: Dict[object, int]) -> Dict[int, int]:
+    """Edges into each parameter's AccumulateGrad node, by ``id(param)``, from :func:`_in_degrees`."""
+    out: Dict[int, int] = {}
+    for fn, k in counts.items():
+        var = getattr(fn, "variable", None)
+        if var is not None:
+            out[id(var)] = out.get(id(var), 0) + k
+    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -238,11 +245,13 @@ class _Capture:
         self.records: Dict[str, list] = {}
         self.probes: Dict[str, list] = {}
         self.versions: Dict[str, list] = {}
+        self.outputs: Dict[str, list] = {}  # what each call returned (layer output + probe)
         self.handles = []
 
     def __enter__(self):
         for mname, (m, rule, _) in self.plan.rule_modules.items():
             self.records[mname], self.probes[mname], self.versions[mname] = [], [], []
+            self.outputs[mname] = []
 
             def hook(mod, inputs, output, mname=mname, rule=rule):
                 if not torch.is_grad_enabled() or not isinstance(output, torch.Tensor):
@@ -256,7 +265,8 @@ class _Capture:
                 # gradient w.r.t. this (non-leaf) view
                 probe = output.new_zeros((), requires_grad=True).expand(output.shape)
                 self.probes[mname].append(probe)
-                return output + probe
+                self.outputs[mname].append(output + probe)
+                return self.outputs[mname][-1]
 
             self.handles.append(m.register_forward_hook(hook))
         return self
@@ -296,6 +306,38 @@ def _per_sample_jacobian(model, x, names, ks, chunk):
     return {n: torch.cat(v) for n, v in out.items()}
 
 
+def _batchnorm_fusions(plan: _Plan, cap: _Capture, out: torch.Tensor) -> Dict[tuple, tuple]:
+    """Ruled layer calls whose output feeds only an eval-mode BatchNorm with a rule:
+    ``{(layer, call): (batchnorm, call, scale)}``.
+
+    Such a layer's output gradient is the BatchNorm's output gradient times the per-channel
+    ``scale = gamma / sqrt(running_var + eps)`` (``y = gamma (x - mu) / sigma + beta``), so it is
+    derived instead of computed and kept for every output: conv -> BN networks keep half the
+    gradients. "Only" is checked on the autograd graph (one edge into the output's node).
+    """
+    from .rules import BatchNormEvalRule
+
+    made = {id(t): (mn, j, t) for mn in plan.rule_modules for j, t in enumerate(cap.outputs.get(mn, ()))}
+    fused, degrees = {}, None
+    for bn, (m, rule, _) in plan.rule_modules.items():
+        if type(rule) is not BatchNormEvalRule or m.training:
+            continue
+        for j, (inp, _) in enumerate(cap.versions[bn]):
+            hit = made.get(id(inp))
+            if hit is None or hit[2] is not inp or hit[0] == bn or inp.grad_fn is None:
+                continue
+            if degrees is None:
+                degrees = _in_degrees(out.grad_fn)
+            if degrees.get(inp.grad_fn, 0) != 1:
+                continue  # the layer output is used elsewhere too
+            var = m.running_var.detach()
+            inv = torch.rsqrt(var + m.eps)
+            scale = inv if m.weight is None else m.weight.detach() * inv
+            fused[(hit[0], hit[1])] = (bn, j, scale.to(inp.dtype))
+    # a BatchNorm whose own output gradient is derived cannot serve as a source
+    return {key: v for key, v in fused.items() if (v[0], v[1]) not in fused}
+
+
 @dataclass
 class _Engine:
     model: nn.Module
@@ -333,19 +375,36 @@ class _Engine:
                             "use out-of-place operations (e.g. nn.ReLU(inplace=False)) before it or method='jacobian'."
                         )
                 names = list(plan.rule_modules)
-                calls = {mn: len(cap.probes[mn]) for mn in names}
-                probes = [p for mn in names for p in cap.probes[mn]]
-                grads = _batched_backward(out, probes, self.ks) if probes else []
+                ncalls = {mn: len(cap.probes[mn]) for mn in names}
+                keys = [(mn, j) for mn in names for j in range(ncalls[mn])]
+                fused = _batchnorm_fusions(plan, cap, out)
+                cap.outputs.clear()
+                diff = [key for key in keys if key not in fused]
+                probes = [cap.probes[mn][j] for mn, j in diff]
+                grads = dict(zip(diff, _batched_backward(out, probes, self.ks))) if probes else {}
                 del out, probes, cap.probes
-            pos = 0
+                # each layer's gradients are released once their last user (the layer itself, or a
+                # layer feeding a BatchNorm, which derives its own from them) has built its factors
+                need = {key: 1 for key in diff}
+                for bn, j, _ in fused.values():
+                    need[(bn, j)] += 1
+
+            def take(key):
+                need[key] -= 1
+                return grads.pop(key) if need[key] == 0 else grads[key]
+
             for mname in names:
                 m, rule, local = plan.rule_modules[mname]
-                k = calls[mname]
-                g = grads[pos : pos + k]
-                grads[pos : pos + k] = [None] * k  # released once this layer's factors exist:
-                pos += k  # later layers' factors reuse the memory instead of growing the heap
+                own = [(mname, j) for j in range(ncalls[mname])]
+                g = []
+                for key in own:
+                    if key in fused:  # d/d(layer output) = d/d(BatchNorm output) * gamma / sqrt(var + eps)
+                        bn, j, scale = fused[key]
+                        g.append([gk * scale.view((1, -1) + (1,) * (gk.dim() - 2)) for gk in take((bn, j))])
+                    else:
+                        g.append(take(key))
                 recs = cap.records.pop(mname)
-                if k == 0:  # module not used with gradients: zero contribution
+                if not own:  # module not used with gradients: zero contribution
                     for ln in local:
                         numel = getattr(m, ln).numel()
                         yield plan.full_name[(mname, ln)], Explicit(
@@ -368,7 +427,7 @@ class _Engine:
 
     def _verify_plan(self, out, cap: _Capture) -> None:
         """Move to the fallback every ruled parameter used other than once per recorded call."""
-        counts = _accumulate_edge_counts(out.grad_fn)
+        counts = _accumulate_edge_counts(_in_degrees(out.grad_fn))
         bad = []
         for mname, (m, rule, local) in self.plan.rule_modules.items():
             calls = len(cap.probes[mname])
