@@ -194,7 +194,7 @@ def test_every_method_and_mode_matches_bruteforce_float64(name, method):
 
 
 @pytest.mark.parametrize("form", ["hadamard", "explicit"])
-@pytest.mark.parametrize("name", ["convzoo", "shared_conv", "conv1d_seq", "lenet5", "shared", "transformer"])
+@pytest.mark.parametrize("name", ["convzoo", "shared_conv", "conv1d_seq", "lenet5", "shared", "transformer", "bn_feeds"])
 def test_both_weight_factor_forms_match_bruteforce(name, form, monkeypatch):
     """The flop model picks Hadamard or explicit per layer; force each form everywhere."""
     import lazyrich.ntk.engine as engine
