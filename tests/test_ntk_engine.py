@@ -422,8 +422,13 @@ def test_errors_are_clear():
         empirical_ntk(model, x, torch.randn(3, 5))
     with pytest.raises(ValueError, match="empty"):
         empirical_ntk(model, x[:0])
-    with pytest.raises(ValueError, match="NaN"):
-        empirical_ntk(model, torch.full((2, 4), float("nan")))
+    for bad in (float("nan"), float("inf"), -float("inf")):  # one bad entry among finite ones
+        y = x.clone()
+        y[1, 2] = bad
+        with pytest.raises(ValueError, match="x1 contains NaN or inf"):
+            empirical_ntk(model, y)
+        with pytest.raises(ValueError, match="x2 contains NaN or inf"):
+            empirical_ntk(model, x, y)
     with pytest.raises(ValueError, match="outputs"):
         empirical_ntk(model, x, outputs="mean")
     with pytest.raises(ValueError, match="method"):

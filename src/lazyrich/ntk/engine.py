@@ -89,7 +89,7 @@ def _check_inputs(x1, x2, dtype, device):
         if x.dim() == 0 or x.shape[0] == 0:
             raise ValueError(f"{name} is empty; pass at least one sample along the first (batch) axis.")
         if x.is_floating_point():
-            if not torch.isfinite(x).all():
+            if x.numel() and not torch.isfinite(torch.stack(torch.aminmax(x))).all():  # NaN propagates: one pass
                 raise ValueError(f"{name} contains NaN or inf; clean the inputs first.")
             x = x.to(device=device, dtype=dtype)
         else:
@@ -457,8 +457,33 @@ class _Engine:
             )
 
 
-def _bytes_per_sample(model, plan: _Plan, params, x1, c: int, itemsize: int, choose) -> tuple:
-    """Upper estimates of the memory per sample, from one gradient-free forward pass:
+def _probe_sample(model, plan: _Plan, x1) -> tuple:
+    """One gradient-free forward pass of the first sample: ``(c, layers)`` -- the number of
+    outputs and, per ruled layer call, what :func:`_bytes_per_sample` needs."""
+    layers = []
+    handles = []
+    for mname, (m, rule, local) in plan.rule_modules.items():
+        def hook(mod, inputs, output, rule=rule, local=local):
+            if not isinstance(output, torch.Tensor):
+                return
+            rec = rule.record(mod, inputs[0])
+            dims = None
+            if "weight" in local and rule.can_fold_bias and not isinstance(mod, nn.Embedding):
+                dims = rule.weight_dims(mod, inputs[0], output)
+            layers.append((mod, rule, local, output[0].numel(), rec[0].numel() * rec.element_size(), dims))
+
+        handles.append(m.register_forward_hook(hook))
+    try:
+        with torch.no_grad():
+            c = _forward_flat(model, x1[:1]).shape[1]
+    finally:
+        for h in handles:
+            h.remove()
+    return c, layers
+
+
+def _bytes_per_sample(layers, plan: _Plan, params, c: int, itemsize: int, choose) -> tuple:
+    """Upper estimates of the memory per sample from :func:`_probe_sample`'s layer calls:
     ``(work, factors, largest)``.
 
     ``work``: ``c`` copies of every ruled layer's output (the per-output gradients; ``2 c`` where
@@ -467,37 +492,24 @@ def _bytes_per_sample(model, plan: _Plan, params, x1, c: int, itemsize: int, cho
     explicit (``choose`` decides for linear-type weights; norm-layer and fallback parameters are
     always explicit), the inputs of Hadamard factors. ``largest``: the largest single layer's factors.
     """
-    work, per_layer = [0], []
-    handles = []
-    for mname, (m, rule, local) in plan.rule_modules.items():
-        def hook(mod, inputs, output, rule=rule, local=local):
-            if not isinstance(output, torch.Tensor):
-                return
-            rec = rule.record(mod, inputs[0])
-            fac, explicit = 0, False
-            for ln in local:
-                if isinstance(mod, nn.Embedding):
+    work, per_layer = 0, []
+    for mod, rule, local, out_numel, rec_bytes, dims in layers:
+        fac, explicit = 0, False
+        for ln in local:
+            if isinstance(mod, nn.Embedding):
+                continue
+            if ln == "weight" and dims is not None:
+                da, dg, L = dims
+                explicit = choose(da, dg, L, c) == "explicit"
+                if not explicit:
+                    fac += L * (da + 1) * itemsize  # Hadamard inputs (patches)
                     continue
-                if ln == "weight" and rule.can_fold_bias:
-                    da, dg, L = rule.weight_dims(mod, inputs[0], output)
-                    explicit = choose(da, dg, L, c) == "explicit"
-                    if not explicit:
-                        fac += L * (da + 1) * itemsize  # Hadamard inputs (patches)
-                        continue
-                fac += c * getattr(mod, ln).numel() * itemsize
-            copies = 2 if rule.stacks_gradients(explicit) else 1
-            work[0] += copies * c * output[0].numel() * itemsize + rec[0].numel() * rec.element_size()
-            per_layer.append(fac)
-
-        handles.append(m.register_forward_hook(hook))
-    try:
-        with torch.no_grad():
-            model(x1[:1])
-    finally:
-        for h in handles:
-            h.remove()
+            fac += c * getattr(mod, ln).numel() * itemsize
+        copies = 2 if rule.stacks_gradients(explicit) else 1
+        work += copies * c * out_numel * itemsize + rec_bytes
+        per_layer.append(fac)
     per_layer.append(c * sum(params[p].numel() for p in plan.fallback) * itemsize)
-    return max(1, work[0]), sum(per_layer), max(per_layer)
+    return max(1, work), sum(per_layer), max(per_layer)
 
 
 def _make_choose(n1: int, n2: int, mode: str, c_sel: int):
@@ -649,8 +661,9 @@ def empirical_ntk(
     n1 = x1.shape[0]
     n2 = n1 if sym else x2.shape[0]
 
-    with torch.no_grad():
-        c = _forward_flat(model, x1[:1]).shape[1]
+    use_rules = method in (NTKMethod.STRUCTURED, NTKMethod.AUTO)
+    plan = _make_plan(model, params, use_rules=use_rules)
+    c, layer_calls = _probe_sample(model, plan, x1)  # also what the memory estimate needs
     if logit is not None and not (-c <= logit < c):
         raise ValueError(f"outputs={logit} is out of range for a model with {c} outputs.")
     if logit is not None:
@@ -676,7 +689,6 @@ def empirical_ntk(
         res = _ntk_vp(model, x1, x2, params, scales, ks, kmode, per_layer)
         return _finish(res, single)
 
-    plan = _make_plan(model, params, use_rules=method in (NTKMethod.STRUCTURED, NTKMethod.AUTO))
     choose = _make_choose(n1, n2, kmode, c_sel)
     eng = _Engine(model, params, plan, ks, choose)
     if not per_layer:  # fold biases into their weight's factor where the scales agree
@@ -688,7 +700,7 @@ def empirical_ntk(
 
     # chunk size from a gradient-free one-sample estimate of the working memory
     if batch_size is None:
-        work, all_factors, largest = _bytes_per_sample(model, plan, params, x1, c_sel, itemsize, choose)
+        work, all_factors, largest = _bytes_per_sample(layer_calls, plan, params, c_sel, itemsize, choose)
         factor_budget = max(budget - out_bytes, budget // 8)
         if (n1 if sym else n1 + n2) * (work + largest) <= min(factor_budget, _STREAM_SET):
             batch_size = max(n1, n2)  # one chunk, contracted layer by layer (see _one_block)
