@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import weakref
 from dataclasses import dataclass, field
 from typing import Dict, List, Mapping, Optional
 
@@ -245,7 +246,7 @@ class _Capture:
         self.records: Dict[str, list] = {}
         self.probes: Dict[str, list] = {}
         self.versions: Dict[str, list] = {}
-        self.outputs: Dict[str, list] = {}  # what each call returned (layer output + probe)
+        self.outputs: Dict[str, list] = {}  # weak references to what each call returned (output + probe)
         self.handles = []
 
     def __enter__(self):
@@ -265,8 +266,9 @@ class _Capture:
                 # gradient w.r.t. this (non-leaf) view
                 probe = output.new_zeros((), requires_grad=True).expand(output.shape)
                 self.probes[mname].append(probe)
-                self.outputs[mname].append(output + probe)
-                return self.outputs[mname][-1]
+                result = output + probe
+                self.outputs[mname].append(weakref.ref(result))  # not kept alive by this record
+                return result
 
             self.handles.append(m.register_forward_hook(hook))
         return self
@@ -317,7 +319,12 @@ def _batchnorm_fusions(plan: _Plan, cap: _Capture, out: torch.Tensor) -> Dict[tu
     """
     from .rules import BatchNormEvalRule
 
-    made = {id(t): (mn, j, t) for mn in plan.rule_modules for j, t in enumerate(cap.outputs.get(mn, ()))}
+    made = {}
+    for mn in plan.rule_modules:
+        for j, ref in enumerate(cap.outputs.get(mn, ())):
+            t = ref()
+            if t is not None:  # a dead output cannot be a BatchNorm's (kept) input
+                made[id(t)] = (mn, j, t)
     fused, degrees = {}, None
     for bn, (m, rule, _) in plan.rule_modules.items():
         if type(rule) is not BatchNormEvalRule or m.training:
