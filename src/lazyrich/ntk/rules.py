@@ -125,6 +125,18 @@ def _grads_to_ncl(gl, channel_last: bool) -> torch.Tensor:
     return g.reshape(n, c, -1, d)
 
 
+def _sum_over_calls(grads, per_output, records=None) -> torch.Tensor:
+    """``(n, c, P)``: ``per_output(g_k, record)`` (an ``(n, P)`` tensor) stacked over the outputs
+    ``k`` of a call and summed over the calls. Gradients are consumed one output at a time, with
+    no stacked copy."""
+    J = None
+    for i, gl in enumerate(grads):
+        rec = None if records is None else records[i]
+        j = torch.stack([per_output(gk, rec) for gk in gl], 1)
+        J = j if J is None else J + j
+    return J
+
+
 def _bias_from_positions(G: torch.Tensor) -> Explicit:
     """G: (n, c, L, d) -> Explicit((n, c, d)) summing positions."""
     return Explicit(G.sum(dim=2))
@@ -230,11 +242,7 @@ class ConvRule(Rule):
         out = {}
         fold = fold_bias and "weight" in wanted and "bias" in wanted
         if "bias" in wanted and not fold:
-            J = None
-            for gl in grads:
-                j = torch.stack([gk.reshape(n, cout, -1).sum(2) for gk in gl], 1)  # (n, c, cout)
-                J = j if J is None else J + j
-            out["bias"] = Explicit(J)
+            out["bias"] = Explicit(_sum_over_calls(grads, lambda gk, _: gk.reshape(n, cout, -1).sum(2)))
         if "weight" not in wanted:
             return out
         da = self.weight_dims(module, records[0], grads[0][0])[0]
@@ -324,18 +332,14 @@ class _AffineNormRule(Rule):
 
     def factors(self, module, records, grads, wanted, choose, fold_bias=False):
         out = {}
+
+        def collapse(t):  # (n, *shape) -> (n, P)
+            return self._collapse(module, t.unsqueeze(1))[:, 0]
+
         if "weight" in wanted:
-            J = None
-            for xh, gl in zip(records, grads):  # one output at a time: no stacked copy of g
-                j = torch.stack([self._collapse(module, (gk * xh).unsqueeze(1))[:, 0] for gk in gl], 1)
-                J = j if J is None else J + j
-            out["weight"] = Explicit(J)
+            out["weight"] = Explicit(_sum_over_calls(grads, lambda gk, xh: collapse(gk * xh), records))
         if "bias" in wanted:
-            J = None
-            for gl in grads:
-                j = torch.stack([self._collapse(module, gk.unsqueeze(1))[:, 0] for gk in gl], 1)
-                J = j if J is None else J + j
-            out["bias"] = Explicit(J)
+            out["bias"] = Explicit(_sum_over_calls(grads, lambda gk, _: collapse(gk)))
         return out
 
 
