@@ -309,16 +309,15 @@ def _per_sample_jacobian(model, x, names, ks, chunk):
 
 
 def _batchnorm_fusions(plan: _Plan, cap: _Capture, out: torch.Tensor) -> Dict[tuple, tuple]:
-    """Ruled layer calls whose output feeds only an eval-mode BatchNorm with a rule:
+    """Ruled layer calls whose output feeds only a layer with a
+    :meth:`~lazyrich.ntk.rules.Rule.input_gradient_scale` (an eval-mode BatchNorm):
     ``{(layer, call): (batchnorm, call, scale)}``.
 
     Such a layer's output gradient is the BatchNorm's output gradient times the per-channel
-    ``scale = gamma / sqrt(running_var + eps)`` (``y = gamma (x - mu) / sigma + beta``), so it is
-    derived instead of computed and kept for every output: conv -> BN networks keep half the
-    gradients. "Only" is checked on the autograd graph (one edge into the output's node).
+    ``scale = gamma / sqrt(running_var + eps)``, so it is derived instead of computed and kept
+    for every output: conv -> BN networks keep half the gradients. "Only" is checked on the
+    autograd graph (one edge into the output's node).
     """
-    from .rules import BatchNormEvalRule
-
     made = {}
     for mn in plan.rule_modules:
         for j, ref in enumerate(cap.outputs.get(mn, ())):
@@ -327,7 +326,8 @@ def _batchnorm_fusions(plan: _Plan, cap: _Capture, out: torch.Tensor) -> Dict[tu
                 made[id(t)] = (mn, j, t)
     fused, degrees = {}, None
     for bn, (m, rule, _) in plan.rule_modules.items():
-        if type(rule) is not BatchNormEvalRule or m.training:
+        scale = rule.input_gradient_scale(m)
+        if scale is None:
             continue
         for j, (inp, _) in enumerate(cap.versions[bn]):
             hit = made.get(id(inp))
@@ -337,9 +337,6 @@ def _batchnorm_fusions(plan: _Plan, cap: _Capture, out: torch.Tensor) -> Dict[tu
                 degrees = _in_degrees(out.grad_fn)
             if degrees.get(inp.grad_fn, 0) != 1:
                 continue  # the layer output is used elsewhere too
-            var = m.running_var.detach()
-            inv = torch.rsqrt(var + m.eps)
-            scale = inv if m.weight is None else m.weight.detach() * inv
             fused[(hit[0], hit[1])] = (bn, j, scale.to(inp.dtype))
     # a BatchNorm whose own output gradient is derived cannot serve as a source
     return {key: v for key, v in fused.items() if (v[0], v[1]) not in fused}

@@ -77,6 +77,12 @@ class Rule:
         engine's memory estimate."""
         return True
 
+    def input_gradient_scale(self, module: nn.Module):
+        """Per-channel ``s`` (channel axis 1) with ``d/d(input) = s * d/d(output)`` when the
+        layer is a fixed per-channel affine map of its input, else ``None``. The engine then
+        derives the output gradients of a layer feeding only this one instead of computing them."""
+        return None
+
     def weight_dims(self, module: nn.Module, inp: torch.Tensor, out: torch.Tensor) -> tuple:
         """``(da, dg, L)`` of the weight factor of a rule with :attr:`can_fold_bias` for one call
         with input ``inp`` and output ``out`` (inputs per position, outputs per position, positions)."""
@@ -376,6 +382,12 @@ class BatchNormEvalRule(GroupNormRule):
 
     def applies(self, module):
         return module.running_mean is not None and not module.training
+
+    def input_gradient_scale(self, module):
+        if module.training:
+            return None
+        inv = torch.rsqrt(module.running_var.detach() + module.eps)  # y = gamma (x - mu) / sigma + beta
+        return inv if module.weight is None else module.weight.detach() * inv
 
     def normalized(self, module, x):
         shape = (1, -1) + (1,) * (x.dim() - 2)
