@@ -6,6 +6,8 @@ where the oracle also runs in float32 (same ReLU kinks on both sides).
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 import torch.nn as nn
@@ -324,7 +326,9 @@ def test_layers_feeding_batchnorm_derive_their_output_gradients(monkeypatch):
     assert rel_err(K, ref["total"]) < TOL64
     pairs = {(layer, bn) for f in seen for (layer, _), (bn, _, _) in f.items()}
     assert pairs == {("c1", "bn1"), ("bn3", "bn4"), ("c5", "shared_bn"), ("c6", "shared_bn"), ("fc", "bn1d")}
-    # a channel with gamma = 0 (zero gradient through it) and per-layer blocks
+    # a channel with gamma = 0 (zero gradient through it) and per-layer blocks, on a copy: the
+    # cached model and oracle of _setup serve other tests
+    model = copy.deepcopy(model)
     with torch.no_grad():
         model.bn1.weight[0] = 0.0
         model.shared_bn.weight[1] = 0.0
