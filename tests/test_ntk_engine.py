@@ -349,6 +349,19 @@ def test_large_symmetric_gram_block_path():
     assert torch.equal(K, K.T)
 
 
+@pytest.mark.parametrize("shape", [(7, 5), (64, 3000), (300, 40), (300, 1100), (600, 30), (513, 1030)])
+def test_gram_matches_product_and_is_exactly_symmetric(shape):
+    # every branch of factors.gram: one product (few rows, or short rows below 512) and the
+    # recursive block triangle; the oracle is the plain float64 product
+    from lazyrich.ntk.factors import gram
+
+    a = torch.randn(*shape, dtype=torch.float64, generator=torch.Generator().manual_seed(shape[0]))
+    G = gram(a, None)
+    assert torch.equal(G, G.T)
+    assert rel_err(G, a @ a.T) < 1e-13
+    assert rel_err(gram(a, a[:3]), a @ a[:3].T) < 1e-13
+
+
 @pytest.mark.parametrize("name", ["mlp_relu", "lenet5", "transformer", "convzoo"])
 def test_float32_paths_agree(name):
     factory, inp = ZOO[name]

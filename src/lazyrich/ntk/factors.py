@@ -32,44 +32,29 @@ __all__ = ["Explicit", "SplitExplicit", "Hadamard", "IndexHadamard", "contract",
 
 
 _GRAM_SPLIT = 256  # below this many rows a symmetric Gram matrix is one product
-_COLS = 4096  # column panel of the batched product of few, long rows
-
-
-def _product(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """``a @ b.T``. For few (<= 128) and long (>= 32768) rows the columns are cut into panels
-    multiplied as one batched product and summed: with two threads this ran 10-40 % faster
-    than one matrix product, which has too few rows to split (ResNet-20 conv factors)."""
-    n1, k = a.shape
-    m = k // _COLS
-    if max(n1, b.shape[0]) > 128 or m < 8 or a.device.type != "cpu":
-        return a @ b.T
-    e = m * _COLS
-    pa = a[:, :e].reshape(n1, m, _COLS).transpose(0, 1)
-    pb = pa if b is a else b[:, :e].reshape(b.shape[0], m, _COLS).transpose(0, 1)
-    out = torch.bmm(pa, pb.transpose(1, 2)).sum(0)
-    if e < k:
-        out.addmm_(a[:, e:], b[:, e:].T)
-    return out
+_GRAM_SHORT = 1024  # ... and below twice as many if the rows are at most this long
 
 
 def gram(a: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
     """``a @ b.T``; with ``b=None`` the symmetric ``a @ a.T``, computed block-triangularly.
 
-    For ``n >= 256`` only the upper block triangle is multiplied (recursively: 3 of 4 blocks, then
-    3 of 4 of each diagonal block, ...), the lower one is mirrored; the result is always exactly
-    (bitwise) symmetric.
+    For ``n >= 256`` (``n >= 512`` for rows of at most 1024 entries) only the upper block triangle
+    is multiplied (recursively: 3 of 4 blocks, then 3 of 4 of each diagonal block, ...), the lower
+    one is mirrored; the result is always exactly (bitwise) symmetric. Smaller ones are one
+    product: with two threads, the blocks' smaller products ran slower than the flops they save
+    (and MKL's one product beat splitting the columns into panels).
     """
     if b is not None:
-        return _product(a, b)
+        return a @ b.T
     n = a.shape[0]
-    if n < _GRAM_SPLIT:
-        upper = torch.triu(_product(a, a))  # BLAS does not promise a bitwise symmetric a @ a.T
+    if n < _GRAM_SPLIT or (n < 2 * _GRAM_SPLIT and a.shape[1] <= _GRAM_SHORT):
+        upper = torch.triu(a @ a.T)  # BLAS does not promise a bitwise symmetric a @ a.T
         return upper + upper.triu(1).T
     h = n // 2
     out = a.new_empty(n, n)
     out[:h, :h] = gram(a[:h], None)
     out[h:, h:] = gram(a[h:], None)
-    upper = _product(a[:h], a[h:])
+    upper = a[:h] @ a[h:].T
     out[:h, h:] = upper
     out[h:, :h] = upper.T
     return out
