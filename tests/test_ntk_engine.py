@@ -106,7 +106,8 @@ class BatchNormFeeds(nn.Module):
     """Layers feeding eval-mode BatchNorm in the ways the engine must tell apart: only into a
     BatchNorm (c1, c5, c6 into one shared BatchNorm, fc into BatchNorm1d, bn3 into bn4: output
     gradients derived from the BatchNorm's), also elsewhere (c2: a skip), into a BatchNorm whose
-    own gradient is derived (c3), into a BatchNorm without parameters (c4)."""
+    own gradient is derived (c3), into a BatchNorm without parameters (c4); a grouped convolution
+    called twice, each call into its own BatchNorm (c7: per-call scales)."""
 
     def __init__(self):
         super().__init__()
@@ -123,6 +124,9 @@ class BatchNormFeeds(nn.Module):
         self.c5 = nn.Conv2d(4, 4, 3, padding=1)
         self.c6 = nn.Conv2d(4, 4, 3, padding=1, bias=False)
         self.shared_bn = nn.BatchNorm2d(4)
+        self.c7 = nn.Conv2d(4, 4, 3, padding=1, groups=2)
+        self.bn7a = nn.BatchNorm2d(4)
+        self.bn7b = nn.BatchNorm2d(4)
         self.fc = nn.Linear(4, 5)
         self.bn1d = nn.BatchNorm1d(5)
         self.head = nn.Linear(5, 3)
@@ -134,6 +138,7 @@ class BatchNormFeeds(nn.Module):
         h = torch.tanh(self.bn4(self.bn3(self.c3(h))))
         h = torch.tanh(self.bn_plain(self.c4(h)))
         h = torch.tanh(self.shared_bn(self.c5(h))) + torch.tanh(self.shared_bn(self.c6(h)))
+        h = torch.tanh(self.bn7b(self.c7(torch.tanh(self.bn7a(self.c7(h))))))
         return self.head(torch.tanh(self.bn1d(self.fc(h.mean((2, 3))))))
 
 
@@ -214,10 +219,11 @@ def test_both_weight_factor_forms_match_bruteforce(name, form, monkeypatch):
     assert rel_err(sym, empirical_ntk(model, x1, x1.clone(), outputs="full", method="jacobian")) < TOL64
 
 
-@pytest.mark.parametrize("name", ["convzoo", "shared_conv", "resnet20"])
+@pytest.mark.parametrize("name", ["convzoo", "shared_conv", "resnet20", "bn_feeds"])
 def test_conv_factor_split_along_logits_matches_oracle(name, monkeypatch):
     """Explicit conv factors are stored in logit parts when large (rules._PART_BYTES); chunks of
-    different sizes get different parts, whose overlaps are contracted."""
+    different sizes get different parts, whose overlaps are contracted. (bn_feeds: BatchNorm
+    scales applied to the stacked gradients or to the product, per part.)"""
     import lazyrich.ntk.engine as engine
     import lazyrich.ntk.rules as rules
 
@@ -325,7 +331,10 @@ def test_layers_feeding_batchnorm_derive_their_output_gradients(monkeypatch):
     K = empirical_ntk(model, x1, x2, outputs="full")
     assert rel_err(K, ref["total"]) < TOL64
     pairs = {(layer, bn) for f in seen for (layer, _), (bn, _, _) in f.items()}
-    assert pairs == {("c1", "bn1"), ("bn3", "bn4"), ("c5", "shared_bn"), ("c6", "shared_bn"), ("fc", "bn1d")}
+    assert pairs == {
+        ("c1", "bn1"), ("bn3", "bn4"), ("c5", "shared_bn"), ("c6", "shared_bn"), ("c7", "bn7a"), ("c7", "bn7b"),
+        ("fc", "bn1d"),
+    }
     # a channel with gamma = 0 (zero gradient through it) and per-layer blocks, on a copy: the
     # cached model and oracle of _setup serve other tests
     model = copy.deepcopy(model)

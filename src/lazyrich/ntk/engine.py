@@ -400,13 +400,18 @@ class _Engine:
             for mname in names:
                 m, rule, local = plan.rule_modules[mname]
                 own = [(mname, j) for j in range(ncalls[mname])]
-                g = []
+                g, scales = [], []
                 for key in own:
                     if key in fused:  # d/d(layer output) = d/d(BatchNorm output) * gamma / sqrt(var + eps)
                         bn, j, scale = fused[key]
-                        g.append([gk * scale.view((1, -1) + (1,) * (gk.dim() - 2)) for gk in take((bn, j))])
+                        gl = take((bn, j))
+                        if not rule.accepts_grad_scales:
+                            gl, scale = [gk * scale.view((1, -1) + (1,) * (gk.dim() - 2)) for gk in gl], None
+                        g.append(gl)
+                        scales.append(scale)
                     else:
                         g.append(take(key))
+                        scales.append(None)
                 recs = cap.records.pop(mname)
                 if not own:  # module not used with gradients: zero contribution
                     for ln in local:
@@ -415,8 +420,9 @@ class _Engine:
                             x.new_zeros((x.shape[0], len(self.ks), numel), dtype=self._dtype())
                         )
                     continue
-                facs = rule.factors(m, recs, g, local, self.choose, fold_bias=self.fold.get(mname, False))
-                del g, recs
+                kw = {"grad_scales": scales} if rule.accepts_grad_scales else {}
+                facs = rule.factors(m, recs, g, local, self.choose, fold_bias=self.fold.get(mname, False), **kw)
+                del g, recs, scales
                 for ln in list(facs):
                     yield plan.full_name[(mname, ln)], facs.pop(ln)
             del cap

@@ -66,7 +66,13 @@ class Rule:
         """``{local parameter name: factor}``. With ``fold_bias=True`` (only passed to rules with
         :attr:`can_fold_bias`, when weight and bias have the same learning-rate scale and only the
         total kernel is wanted) the bias may be folded into the weight factor by appending a
-        constant-one input feature, ``(A A^T + 1) * (G G^T)``; the bias then has no entry."""
+        constant-one input feature, ``(A A^T + 1) * (G G^T)``; the bias then has no entry.
+
+        Rules with :attr:`accepts_grad_scales` also take ``grad_scales``: per call ``None`` or a
+        per-channel ``s`` (channel axis 1 of the layer output); that call's true output
+        gradients are then ``s * grads`` (a layer feeding an eval BatchNorm gets the BatchNorm's
+        gradients, see :meth:`input_gradient_scale`, and scales them where that is cheapest).
+        The engine passes other rules the scaled gradients."""
         raise NotImplementedError
 
     can_fold_bias = False
@@ -76,6 +82,8 @@ class Rule:
         ``(n, c, ...)`` tensor (``explicit``: the weight factor is explicit). Only used by the
         engine's memory estimate."""
         return True
+
+    accepts_grad_scales = False
 
     def input_gradient_scale(self, module: nn.Module):
         """Per-channel ``s`` (channel axis 1) with ``d/d(input) = s * d/d(output)`` when the
@@ -239,24 +247,37 @@ class ConvRule(Rule):
         g = module.groups
         return module.in_channels // g * ks[0] * ks[1], module.out_channels // g, out[0, 0].numel()
 
-    def factors(self, module, records, grads, wanted, choose, fold_bias=False):
+    accepts_grad_scales = True
+
+    def factors(self, module, records, grads, wanted, choose, fold_bias=False, grad_scales=None):
         g = module.groups
         n = records[0].shape[0]
         c = len(grads[0])
         cout = module.out_channels
         dg = cout // g
+        scales = grad_scales or [None] * len(records)
         out = {}
         fold = fold_bias and "weight" in wanted and "bias" in wanted
         if "bias" in wanted and not fold:
-            out["bias"] = Explicit(_sum_over_calls(grads, lambda gk, _: gk.reshape(n, cout, -1).sum(2)))
+
+            def bias_k(gk, sc):
+                jb = gk.reshape(n, cout, -1).sum(2)
+                return jb if sc is None else jb * sc
+
+            out["bias"] = Explicit(_sum_over_calls(grads, bias_k, scales))
         if "weight" not in wanted:
             return out
         da = self.weight_dims(module, records[0], grads[0][0])[0]
         L = sum(gl[0][0, 0].numel() for gl in grads)
         if choose(da + int(fold), dg, L, c) == "hadamard":
             A = _cat([self._patches(module, r, fold).transpose(2, 3) for r in records], 2)  # (n, g, L, da)
-            G = _cat([_stack(gl).reshape(n, c, g, dg, -1).transpose(3, 4) for gl in grads], 3)  # (n, c, g, L, dg)
-            out["weight"] = Hadamard(A, G)
+            Gs = []
+            for gl, sc in zip(grads, scales):
+                Gc = _stack(gl).reshape(n, c, g, dg, -1)
+                if sc is not None:
+                    Gc = Gc.mul_(sc.view(g, dg, 1))  # our own stacked copy
+                Gs.append(Gc.transpose(3, 4))
+            out["weight"] = Hadamard(A, _cat(Gs, 3))  # G: (n, c, g, L, dg)
             return out
         da1 = da + int(fold)
         item = records[0].element_size()
@@ -269,25 +290,32 @@ class ConvRule(Rule):
         for s in range(0, n, sb):
             e = min(n, s + sb)
             b = e - s
-            for call, (rec, gl) in enumerate(zip(records, grads)):
+            for call, (rec, gl, sc) in enumerate(zip(records, grads, scales)):
                 A = self._patches(module, rec[s:e], fold)  # (b, g, da1, P)
                 At = A.view(b * g, da1, -1).transpose(1, 2)
+                # a gradient scale goes on the smaller of the stacked gradients and the product
+                # (both fresh); a later call's product is accumulated, so its gradients are scaled
+                scale_out = sc is not None and call == 0 and da1 <= At.shape[1]
                 for (k0, k1), J in zip(spans, parts):
                     ck = k1 - k0
                     Gs = torch.stack([gk[s:e].reshape(b, cout, -1) for gk in gl[k0:k1]], 1)  # (b, ck, cout, P)
+                    if sc is not None and not scale_out:
+                        Gs.view(b, ck, g, dg, -1).mul_(sc.view(g, dg, 1))
                     if g == 1:
                         dst = J[s:e].view(b, ck * dg, da1)
                         if call == 0:
                             torch.bmm(Gs.view(b, ck * dg, -1), At, out=dst)
                         else:
                             dst.baddbmm_(Gs.view(b, ck * dg, -1), At)
-                        continue
-                    Gm = Gs.view(b, ck, g, dg, -1).transpose(1, 2).reshape(b * g, ck * dg, -1)
-                    prod = torch.bmm(Gm, At).view(b, g, ck, dg, da1).transpose(1, 2)
-                    if call == 0:
-                        J[s:e] = prod
                     else:
-                        J[s:e] += prod
+                        Gm = Gs.view(b, ck, g, dg, -1).transpose(1, 2).reshape(b * g, ck * dg, -1)
+                        prod = torch.bmm(Gm, At).view(b, g, ck, dg, da1).transpose(1, 2)
+                        if call == 0:
+                            J[s:e] = prod
+                        else:
+                            J[s:e] += prod
+                    if scale_out:
+                        J[s:e].mul_(sc.view(g, dg, 1))
         flat = [J.view(n, J.shape[1], g * dg * da1) for J in parts]
         out["weight"] = Explicit(flat[0]) if len(flat) == 1 else SplitExplicit(flat)
         return out
