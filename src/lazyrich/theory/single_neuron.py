@@ -348,6 +348,8 @@ class SingleNeuronTrajectory:
     # ---- core state -------------------------------------------------------
     def _state(self, t: ArrayLike) -> tuple[FloatArray, FloatArray]:
         tt = _times(t)
+        if self.at_saddle:  # a fixed point: exactly constant (the formulas would add rounding)
+            return np.zeros(tt.size), np.tile(np.asarray(self.w0, dtype=float), (tt.size, 1))
         if self._flow is not None:
             ah, _, wh = self._flow.state(tt)
             return ah / self._scale_a, wh / self._scale_w + self._w_ker[None, :]
