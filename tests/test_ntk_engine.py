@@ -241,6 +241,62 @@ def test_conv_factor_split_along_logits_matches_oracle(name, monkeypatch):
     assert rel_err(empirical_ntk(model, x1, x2, batch_size=2), reduce_mode(ref["total"], "trace")) < TOL64
 
 
+class ChannelsLastConvs(nn.Module):
+    """Convolutions the channels-last conv path handles (groups 1, zero padding): dilation,
+    'same' padding with an even kernel (asymmetric), unequal strides, a bias, one called twice;
+    the head ``.view()``s the activations when ``view`` (fails on channels-last tensors)."""
+
+    def __init__(self, view=False):
+        super().__init__()
+        self.view = view
+        self.a = nn.Conv2d(3, 4, 3, padding=2, dilation=2)
+        self.b = nn.Conv2d(4, 4, 2, padding="same", bias=False)
+        self.c = nn.Conv2d(4, 5, (3, 2), stride=(1, 2), padding=(1, 0))
+        self.head = nn.Linear(5 * 7 * 3, 3)
+
+    def forward(self, x):
+        h = torch.tanh(self.a(x))
+        h = torch.tanh(self.b(torch.tanh(self.b(h))))
+        h = torch.tanh(self.c(h))
+        return self.head(h.view(h.shape[0], -1) if self.view else h.flatten(1))
+
+
+@pytest.mark.filterwarnings("ignore:Using padding=.same. with even kernel")
+@pytest.mark.parametrize("view", [False, True])
+@pytest.mark.parametrize("form", ["explicit", "auto"])
+def test_channels_last_conv_path_matches_oracle(view, form, monkeypatch):
+    """Images run channels-last (engine._use_channels_last) and the conv rule's channels-last
+    patches/gradients path; a model that cannot take channels-last input runs as given."""
+    import lazyrich.ntk.engine as engine
+    import lazyrich.ntk.rules as rules
+
+    if form == "explicit":
+        monkeypatch.setattr(engine, "_make_choose", lambda *a: (lambda da, dg, L, c: "explicit"))
+    used = []
+    patches_cl = rules.ConvRule._patches_cl
+    monkeypatch.setattr(rules.ConvRule, "_patches_cl", lambda *a: used.append(1) or patches_cl(*a))
+    torch.manual_seed(0)
+    model = ChannelsLastConvs(view).double()
+    gen = torch.Generator().manual_seed(1)
+    x1 = torch.randn(3, 3, 7, 7, generator=gen, dtype=torch.float64)
+    x2 = torch.randn(2, 3, 7, 7, generator=gen, dtype=torch.float64)
+    ref = brute_ntk(model, x1, x2)
+    for mode in ("trace", "full", "diagonal"):
+        assert rel_err(empirical_ntk(model, x1, x2, outputs=mode), reduce_mode(ref["total"], mode)) < TOL64, mode
+    blocks = empirical_ntk(model, x1, x2, per_layer=True)
+    for n, blk in blocks.items():
+        assert rel_err(blk, reduce_mode(ref[n], "trace")) < TOL64, n
+    oracle = empirical_ntk(model, x1, x1.clone(), method="jacobian")
+    for bs in (None, 1, 2):
+        assert rel_err(empirical_ntk(model, x1, batch_size=bs), oracle) < TOL64, bs
+    if view:
+        assert not used  # ran as given after the channels-last forward failed
+    elif form == "explicit":
+        assert used
+    monkeypatch.setattr(engine, "_CHANNELS_LAST", False)  # the plain layout gives the same kernel
+    assert rel_err(empirical_ntk(model, x1, x2), reduce_mode(ref["total"], "trace")) < TOL64
+
+
 @pytest.mark.parametrize("name", ["convzoo", "transformer", "shared", "frozen", "resnet20", "tied_embedding"])
 def test_per_layer_blocks_equal_oracle_and_sum_to_total(name):
     model, x1, x2, ref = _setup(name)

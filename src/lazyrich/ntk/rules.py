@@ -242,6 +242,39 @@ class ConvRule(Rule):
             out[:, :, da] = 1
         return out
 
+    def _patches_cl(self, module, x: torch.Tensor, ones: bool) -> torch.Tensor:
+        """Patches ``(b, P, da)`` of a channels-last input, ``da`` ordered ``(kh, kw, C_in)``
+        (plus a one if ``ones``): copied along the contiguous channel axis. (The order of ``da``
+        differs from :meth:`_patches`; a kernel only needs it to be the same for every chunk.)"""
+        ks, st, dl = self._kernel_2d(module)
+        left, right, top, bottom = module._reversed_padding_repeated_twice
+        xh = x.permute(0, 2, 3, 1)  # (b, H, W, C), contiguous
+        if left or right or top or bottom:
+            b, H, W, C = xh.shape
+            xp = xh.new_zeros(b, H + top + bottom, W + left + right, C)
+            xp[:, top : top + H, left : left + W] = xh
+            xh = xp
+        win = xh.unfold(1, dl[0] * (ks[0] - 1) + 1, st[0]).unfold(2, dl[1] * (ks[1] - 1) + 1, st[1])
+        win = win[..., :: dl[0], :: dl[1]]  # (b, Ho, Wo, C, kh, kw)
+        b, Ho, Wo, C = win.shape[:4]
+        da = C * ks[0] * ks[1]
+        out = x.new_empty(b, Ho * Wo, da + int(ones))
+        out[:, :, :da].unflatten(2, (ks[0], ks[1], C)).unflatten(1, (Ho, Wo)).copy_(win.permute(0, 1, 2, 4, 5, 3))
+        if ones:
+            out[:, :, da] = 1
+        return out
+
+    def _channels_last(self, module, rec: torch.Tensor) -> bool:
+        """Whether the explicit factor is made from channels-last patches and gradients."""
+        return (
+            self.dim == 2
+            and module.groups == 1
+            and module.padding_mode == "zeros"
+            and rec.dim() == 4
+            and rec.shape[1] > 1
+            and rec.is_contiguous(memory_format=torch.channels_last)
+        )
+
     def weight_dims(self, module, inp, out) -> tuple:
         ks, _, _ = self._kernel_2d(module)
         g = module.groups
@@ -281,8 +314,14 @@ class ConvRule(Rule):
             return out
         da1 = da + int(fold)
         item = records[0].element_size()
-        # logits per part: every part of J stays below _PART_BYTES (see factors.SplitExplicit)
-        per = max(1, min(c, _PART_BYTES // max(1, n * g * dg * da1 * item)))
+        # channels-last records (the engine feeds images so, see engine._use_channels_last): the
+        # patches are copied along the contiguous channel axis and each output's gradient is
+        # multiplied into its own part, with no stacking (the patch order differs between the
+        # two layouts; every chunk of a call takes the same one)
+        cl = all(self._channels_last(module, r) for r in records)
+        # logits per part: one with channels-last, else every part of J stays below _PART_BYTES
+        # (see factors.SplitExplicit)
+        per = 1 if cl else max(1, min(c, _PART_BYTES // max(1, n * g * dg * da1 * item)))
         spans = [(k, min(c, k + per)) for k in range(0, c, per)]
         parts = [records[0].new_empty(n, k1 - k0, g, dg, da1) for k0, k1 in spans]
         per_sample = max(1, (g * da1 + c * cout) * L * item)
@@ -291,6 +330,21 @@ class ConvRule(Rule):
             e = min(n, s + sb)
             b = e - s
             for call, (rec, gl, sc) in enumerate(zip(records, grads, scales)):
+                if cl:
+                    At = self._patches_cl(module, rec[s:e], fold)  # (b, P, da1)
+                    scale_out = sc is not None and call == 0 and da1 <= At.shape[1]
+                    for gk, J in zip(gl, parts):
+                        src = gk[s:e].permute(0, 2, 3, 1).reshape(b, -1, cout)  # (b, P, cout), a view
+                        if sc is not None and not scale_out:
+                            src = src * sc
+                        dst = J[s:e].view(b, dg, da1)
+                        if call == 0:
+                            torch.bmm(src.transpose(1, 2), At, out=dst)
+                            if scale_out:
+                                dst.mul_(sc.view(dg, 1))
+                        else:
+                            dst.baddbmm_(src.transpose(1, 2), At)
+                    continue
                 A = self._patches(module, rec[s:e], fold)  # (b, g, da1, P)
                 At = A.view(b * g, da1, -1).transpose(1, 2)
                 # a gradient scale goes on the smaller of the stacked gradients and the product
