@@ -297,6 +297,69 @@ def test_channels_last_conv_path_matches_oracle(view, form, monkeypatch):
     assert rel_err(empirical_ntk(model, x1, x2), reduce_mode(ref["total"], "trace")) < TOL64
 
 
+class SkipHead(nn.Module):
+    """Linear -> tanh -> Linear, with the hidden pre-activation also added to the output: the
+    hidden layer's output feeds more than the activation (no trace shortcut)."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Linear(5, 6)
+        self.b = nn.Linear(6, 6)
+
+    def forward(self, x):
+        h = self.a(x)
+        return self.b(torch.tanh(h)) + h
+
+
+@pytest.mark.parametrize(
+    "make,hit",
+    [
+        (lambda: models.mlp([5, 7, 3], "relu", seed=1), True),
+        (lambda: models.mlp([5, 7, 6, 3], "tanh", seed=2), True),
+        (lambda: models.mlp([5, 7, 3], "gelu", seed=3), True),
+        (lambda: nn.Sequential(nn.Linear(5, 7), nn.ReLU(inplace=True), nn.Linear(7, 3)), True),
+        (lambda: nn.Sequential(nn.Linear(5, 7), nn.LeakyReLU(0.1), nn.Linear(7, 3, bias=False)), True),
+        (lambda: nn.Sequential(nn.Linear(5, 7), nn.Softplus(), nn.Linear(7, 3), nn.Unflatten(1, (3, 1))), True),
+        (SkipHead, False),
+        (lambda: nn.Sequential(nn.Linear(5, 7), nn.ReLU(), nn.Linear(7, 3), nn.Tanh()), False),
+    ],
+)
+def test_trace_shortcut_for_an_mlp_head_matches_oracle(make, hit, monkeypatch):
+    """Trace mode of a model ending in Linear(phi(Linear(...))): the last hidden layer's output
+    gradients collapse to one virtual output (engine._mlp_head); every other case, and every
+    other mode, takes the per-output backward passes. Oracle: brute-force Jacobians, float64."""
+    import lazyrich.ntk.engine as engine
+
+    seen = []
+
+    def spy(*a):
+        virtual = head(*a)
+        seen.append(bool(virtual))  # the engine consumes the dict
+        return virtual
+
+    head = engine._mlp_head
+    monkeypatch.setattr(engine, "_mlp_head", spy)
+    torch.manual_seed(0)
+    model = make().double()
+    x1 = torch.randn(4, 5, dtype=torch.float64)
+    x2 = torch.randn(3, 5, dtype=torch.float64)
+    ref = brute_ntk(model, x1, x2)
+    for mode in ("trace", "full", "diagonal", 1):
+        assert rel_err(empirical_ntk(model, x1, x2, outputs=mode), reduce_mode(ref["total"], mode)) < TOL64, mode
+    assert any(seen) == hit
+    blocks = empirical_ntk(model, x1, x2, per_layer=True)
+    for n, blk in blocks.items():
+        assert rel_err(blk, reduce_mode(ref[n], "trace")) < TOL64, n
+    # weight and bias scaled differently: the virtual output's bias factor is merged with others
+    names = [n for n, p in model.named_parameters()]
+    lr = {n: 0.5 + i for i, n in enumerate(names)}
+    want = sum(lr[n] * reduce_mode(ref[n], "trace") for n in names)
+    assert rel_err(empirical_ntk(model, x1, x2, lr_scales=lr), want) < TOL64
+    oracle = empirical_ntk(model, x1, x1.clone(), method="jacobian")
+    for bs in (None, 1, 3):
+        assert rel_err(empirical_ntk(model, x1, batch_size=bs), oracle) < TOL64, bs
+
+
 @pytest.mark.parametrize("name", ["convzoo", "transformer", "shared", "frozen", "resnet20", "tied_embedding"])
 def test_per_layer_blocks_equal_oracle_and_sum_to_total(name):
     model, x1, x2, ref = _setup(name)

@@ -19,7 +19,7 @@ import torch.nn as nn
 from ._functional import no_fused_fastpaths
 from .factors import Explicit, SplitExplicit, contract, exactly_symmetric
 from .methods import NTKMethod, parse_outputs
-from .rules import get_rule
+from .rules import LinearRule, get_rule
 
 __all__ = ["empirical_ntk", "available_memory", "trainable_parameters"]
 
@@ -247,12 +247,14 @@ class _Capture:
         self.probes: Dict[str, list] = {}
         self.versions: Dict[str, list] = {}
         self.outputs: Dict[str, list] = {}  # weak references to what each call returned (output + probe)
+        self.nodes: Dict[str, list] = {}  # the autograd node of each call's "output + probe"
         self.handles = []
 
     def __enter__(self):
         for mname, (m, rule, _) in self.plan.rule_modules.items():
             self.records[mname], self.probes[mname], self.versions[mname] = [], [], []
             self.outputs[mname] = []
+            self.nodes[mname] = []
 
             def hook(mod, inputs, output, mname=mname, rule=rule):
                 if not torch.is_grad_enabled() or not isinstance(output, torch.Tensor):
@@ -268,6 +270,7 @@ class _Capture:
                 self.probes[mname].append(probe)
                 result = output + probe
                 self.outputs[mname].append(weakref.ref(result))  # not kept alive by this record
+                self.nodes[mname].append(result.grad_fn)
                 return result
 
             self.handles.append(m.register_forward_hook(hook))
@@ -342,6 +345,50 @@ def _batchnorm_fusions(plan: _Plan, cap: _Capture, out: torch.Tensor) -> Dict[tu
     return {key: v for key, v in fused.items() if (v[0], v[1]) not in fused}
 
 
+# autograd nodes of elementwise functions of one tensor (see _mlp_head)
+_ELEMENTWISE = {
+    "ReluBackward0", "ReluBackward1", "TanhBackward0", "SigmoidBackward0", "GeluBackward0", "SiluBackward0",
+    "SoftplusBackward0", "EluBackward0", "LeakyReluBackward0",
+}
+
+
+def _mlp_head(plan: _Plan, cap: "_Capture", out: torch.Tensor, ks: List[int]) -> Dict[tuple, list]:
+    """Trace-mode shortcut for a model ending in ``Linear(phi(Linear_L(...)))`` with ``phi``
+    elementwise: ``{(L, 0): [G']}`` with one virtual output gradient for ``L``, else ``{}``.
+
+    The gradient of logit ``k`` w.r.t. ``L``'s output is ``phi'(h) * W[k]`` (``W`` the last
+    layer's weight), so ``sum_k <G_k(x_i), G_k(x_j)> = <G'(x_i), G'(x_j)>`` with ``G' = phi'(h) *
+    sqrt(sum_k W[k]^2)``; a linear layer's weight and bias kernels depend on ``G_k`` only through
+    these sums (``(A A^T) * (G G^T)``). ``phi'(h)`` comes from one backward pass through ``phi``
+    alone instead of one pass per output. "Only" is checked on the autograd graph: ``L``'s
+    output feeds only ``phi``, whose output feeds only the last layer, whose output is the model's.
+    """
+    top = out.grad_fn
+    while top is not None and type(top).__name__ in ("ViewBackward0", "ReshapeAliasBackward0"):
+        top = top.next_functions[0][0]  # (n, c) -> (n, c) reshapes, checked below
+    if top is None:
+        return {}
+    by_node = {nodes[0]: mn for mn, nodes in cap.nodes.items() if len(nodes) == 1}
+    last = by_node.get(top)
+    if last is None or not isinstance(plan.rule_modules[last][1], LinearRule):
+        return {}
+    t_in = cap.versions[last][0][0]
+    phi = t_in.grad_fn
+    if t_in.dim() != 2 or plan.rule_modules[last][0].out_features != out.shape[1]:
+        return {}  # the model output is the last layer's output, sample by sample
+    if phi is None or type(phi).__name__ not in _ELEMENTWISE:
+        return {}
+    layer = by_node.get(phi.next_functions[0][0])
+    if layer is None or layer == last or not isinstance(plan.rule_modules[layer][1], LinearRule):
+        return {}
+    degrees = _in_degrees(top)
+    if degrees.get(phi, 0) != 1 or degrees.get(phi.next_functions[0][0], 0) != 1:
+        return {}
+    (dphi,) = torch.autograd.grad(t_in, cap.probes[layer][0], torch.ones_like(t_in), retain_graph=True)
+    w = plan.rule_modules[last][0].weight.detach()[ks]
+    return {(layer, 0): [dphi * w.pow(2).sum(0).sqrt()]}
+
+
 @dataclass
 class _Engine:
     model: nn.Module
@@ -353,6 +400,7 @@ class _Engine:
     plan_checked: bool = False
     strict: bool = False  # method="structured": a parameter without a usable rule is an error
     channels_last: bool = False  # run image batches in channels-last layout (see _use_channels_last)
+    trace: bool = False  # only the trace kernel is wanted (enables _mlp_head)
 
     def factors(self, x: torch.Tensor) -> Dict[str, object]:
         """Kernel factors of every trainable parameter for the chunk ``x``."""
@@ -392,8 +440,10 @@ class _Engine:
                 ncalls = {mn: len(cap.probes[mn]) for mn in names}
                 keys = [(mn, j) for mn in names for j in range(ncalls[mn])]
                 fused = _batchnorm_fusions(plan, cap, out)
+                virtual = _mlp_head(plan, cap, out, self.ks) if self.trace and len(self.ks) > 1 else {}
                 cap.outputs.clear()
-                diff = [key for key in keys if key not in fused]
+                cap.nodes.clear()
+                diff = [key for key in keys if key not in fused and key not in virtual]
                 probes = [cap.probes[mn][j] for mn, j in diff]
                 grads = dict(zip(diff, _batched_backward(out, probes, self.ks))) if probes else {}
                 del out, probes, cap.probes
@@ -419,6 +469,9 @@ class _Engine:
                             gl, scale = [gk * scale.view((1, -1) + (1,) * (gk.dim() - 2)) for gk in gl], None
                         g.append(gl)
                         scales.append(scale)
+                    elif key in virtual:  # one virtual output (trace mode, see _mlp_head)
+                        g.append(virtual.pop(key))
+                        scales.append(None)
                     else:
                         g.append(take(key))
                         scales.append(None)
@@ -589,6 +642,8 @@ def _merge_explicit(factors: Dict[str, object], scales: Dict[str, float]) -> lis
             expl.append(f.J if s == 1.0 else f.J * math.sqrt(s))
         else:
             rest.append((f, s))
+    if len({J.shape[1] for J in expl}) > 1:  # a virtual single output (trace mode): sum_k, p = sum_(k p)
+        expl = [J.reshape(J.shape[0], 1, -1) for J in expl]
     out = [(Explicit(torch.cat(expl, dim=2)), 1.0)] if expl else []
     return out + rest
 
@@ -731,6 +786,7 @@ def empirical_ntk(
     choose = _make_choose(n1, n2, kmode, c_sel)
     eng = _Engine(model, params, plan, ks, choose)
     eng.channels_last = _use_channels_last(plan, x1)
+    eng.trace = kmode == "trace"
     if not per_layer:  # fold biases into their weight's factor where the scales agree
         for mname, (m, rule, local) in plan.rule_modules.items():
             if rule.can_fold_bias and "weight" in local and "bias" in local:
