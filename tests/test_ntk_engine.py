@@ -311,9 +311,23 @@ class SkipHead(nn.Module):
         return self.b(torch.tanh(h)) + h
 
 
+class TiedHead(nn.Module):
+    """Linear(tanh(Linear(...))) whose last weight is also used on the input: the last layer
+    goes to the autograd fallback (no trace shortcut)."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Linear(5, 5)
+        self.b = nn.Linear(5, 5)
+
+    def forward(self, x):
+        return self.b(torch.tanh(self.a(x @ self.b.weight)))
+
+
 @pytest.mark.parametrize(
     "make,hit",
     [
+        (TiedHead, False),
         (lambda: models.mlp([5, 7, 3], "relu", seed=1), True),
         (lambda: models.mlp([5, 7, 6, 3], "tanh", seed=2), True),
         (lambda: models.mlp([5, 7, 3], "gelu", seed=3), True),

@@ -368,7 +368,8 @@ def _mlp_head(plan: _Plan, cap: "_Capture", out: torch.Tensor, ks: List[int]) ->
         top = top.next_functions[0][0]  # (n, c) -> (n, c) reshapes, checked below
     if top is None:
         return {}
-    by_node = {nodes[0]: mn for mn, nodes in cap.nodes.items() if len(nodes) == 1}
+    # (layers moved to the fallback by _verify_plan after this forward pass are not candidates)
+    by_node = {nodes[0]: mn for mn, nodes in cap.nodes.items() if len(nodes) == 1 and mn in plan.rule_modules}
     last = by_node.get(top)
     if last is None or not isinstance(plan.rule_modules[last][1], LinearRule):
         return {}
