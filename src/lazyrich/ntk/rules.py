@@ -332,7 +332,12 @@ class ConvRule(Rule):
             for call, (rec, gl, sc) in enumerate(zip(records, grads, scales)):
                 if cl:
                     At = self._patches_cl(module, rec[s:e], fold)  # (b, P, da1)
-                    scale_out = sc is not None and call == 0 and da1 <= At.shape[1]
+                else:
+                    At = self._patches(module, rec[s:e], fold).view(b * g, da1, -1).transpose(1, 2)
+                # a gradient scale goes on the smaller of the gradients and the product (both
+                # fresh); a later call's product is accumulated, so its gradients are scaled
+                scale_out = sc is not None and call == 0 and da1 <= At.shape[1]
+                if cl:
                     for gk, J in zip(gl, parts):
                         src = gk[s:e].permute(0, 2, 3, 1).reshape(b, -1, cout)  # (b, P, cout), a view
                         if sc is not None and not scale_out:
@@ -345,11 +350,6 @@ class ConvRule(Rule):
                         else:
                             dst.baddbmm_(src.transpose(1, 2), At)
                     continue
-                A = self._patches(module, rec[s:e], fold)  # (b, g, da1, P)
-                At = A.view(b * g, da1, -1).transpose(1, 2)
-                # a gradient scale goes on the smaller of the stacked gradients and the product
-                # (both fresh); a later call's product is accumulated, so its gradients are scaled
-                scale_out = sc is not None and call == 0 and da1 <= At.shape[1]
                 for (k0, k1), J in zip(spans, parts):
                     ck = k1 - k0
                     Gs = torch.stack([gk[s:e].reshape(b, cout, -1) for gk in gl[k0:k1]], 1)  # (b, ck, cout, P)
