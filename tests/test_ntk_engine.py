@@ -241,6 +241,18 @@ def test_conv_factor_split_along_logits_matches_oracle(name, monkeypatch):
     assert rel_err(empirical_ntk(model, x1, x2, batch_size=2), reduce_mode(ref["total"], "trace")) < TOL64
 
 
+def _check_modes_layers_chunks(model, x1, x2, ref, modes, batch_sizes):
+    """Every ``outputs`` mode with x2 != x1 and the per-layer trace blocks against the oracle
+    ``ref``, and the symmetric kernel of x1 in chunks against ``method='jacobian'``."""
+    for mode in modes:
+        assert rel_err(empirical_ntk(model, x1, x2, outputs=mode), reduce_mode(ref["total"], mode)) < TOL64, mode
+    for n, blk in empirical_ntk(model, x1, x2, per_layer=True).items():
+        assert rel_err(blk, reduce_mode(ref[n], "trace")) < TOL64, n
+    oracle = empirical_ntk(model, x1, x1.clone(), method="jacobian")
+    for bs in batch_sizes:
+        assert rel_err(empirical_ntk(model, x1, batch_size=bs), oracle) < TOL64, bs
+
+
 class ChannelsLastConvs(nn.Module):
     """Convolutions the channels-last conv path handles (groups 1, zero padding): dilation,
     'same' padding with an even kernel (asymmetric), unequal strides, a bias, one called twice;
@@ -281,14 +293,7 @@ def test_channels_last_conv_path_matches_oracle(view, form, monkeypatch):
     x1 = torch.randn(3, 3, 7, 7, generator=gen, dtype=torch.float64)
     x2 = torch.randn(2, 3, 7, 7, generator=gen, dtype=torch.float64)
     ref = brute_ntk(model, x1, x2)
-    for mode in ("trace", "full", "diagonal"):
-        assert rel_err(empirical_ntk(model, x1, x2, outputs=mode), reduce_mode(ref["total"], mode)) < TOL64, mode
-    blocks = empirical_ntk(model, x1, x2, per_layer=True)
-    for n, blk in blocks.items():
-        assert rel_err(blk, reduce_mode(ref[n], "trace")) < TOL64, n
-    oracle = empirical_ntk(model, x1, x1.clone(), method="jacobian")
-    for bs in (None, 1, 2):
-        assert rel_err(empirical_ntk(model, x1, batch_size=bs), oracle) < TOL64, bs
+    _check_modes_layers_chunks(model, x1, x2, ref, ("trace", "full", "diagonal"), (None, 1, 2))
     if view:
         assert not used  # ran as given after the channels-last forward failed
     elif form == "explicit":
@@ -358,20 +363,13 @@ def test_trace_shortcut_for_an_mlp_head_matches_oracle(make, hit, monkeypatch):
     x1 = torch.randn(4, 5, dtype=torch.float64)
     x2 = torch.randn(3, 5, dtype=torch.float64)
     ref = brute_ntk(model, x1, x2)
-    for mode in ("trace", "full", "diagonal", 1):
-        assert rel_err(empirical_ntk(model, x1, x2, outputs=mode), reduce_mode(ref["total"], mode)) < TOL64, mode
+    _check_modes_layers_chunks(model, x1, x2, ref, ("trace", "full", "diagonal", 1), (None, 1, 3))
     assert any(seen) == hit
-    blocks = empirical_ntk(model, x1, x2, per_layer=True)
-    for n, blk in blocks.items():
-        assert rel_err(blk, reduce_mode(ref[n], "trace")) < TOL64, n
     # weight and bias scaled differently: the virtual output's bias factor is merged with others
     names = [n for n, p in model.named_parameters()]
     lr = {n: 0.5 + i for i, n in enumerate(names)}
     want = sum(lr[n] * reduce_mode(ref[n], "trace") for n in names)
     assert rel_err(empirical_ntk(model, x1, x2, lr_scales=lr), want) < TOL64
-    oracle = empirical_ntk(model, x1, x1.clone(), method="jacobian")
-    for bs in (None, 1, 3):
-        assert rel_err(empirical_ntk(model, x1, batch_size=bs), oracle) < TOL64, bs
 
 
 @pytest.mark.parametrize("name", ["convzoo", "transformer", "shared", "frozen", "resnet20", "tied_embedding"])
