@@ -302,6 +302,67 @@ def test_channels_last_conv_path_matches_oracle(view, form, monkeypatch):
     assert rel_err(empirical_ntk(model, x1, x2), reduce_mode(ref["total"], "trace")) < TOL64
 
 
+class FoldCases(nn.Module):
+    """Layers into eval BatchNorm for the folded backward (engine._Capture): folded -- a strided,
+    dilated, grouped conv; a Conv1d into BatchNorm1d; a conv into two BatchNorms (the first
+    folds, the second is an other use); not folded -- asymmetric 'same' padding, reflect
+    padding, an output scaled in place before its BatchNorm, a Linear on (n, L, d) into
+    BatchNorm1d over L."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Conv2d(2, 4, 3, stride=2, dilation=2, padding=2, groups=2)
+        self.bn_a = nn.BatchNorm2d(4)
+        self.b = nn.Conv2d(4, 4, 2, padding="same", bias=False)
+        self.bn_b = nn.BatchNorm2d(4)
+        self.c = nn.Conv2d(4, 4, 3, padding=1, padding_mode="reflect")
+        self.bn_c = nn.BatchNorm2d(4)
+        self.d = nn.Conv2d(4, 4, 1)
+        self.bn_d = nn.BatchNorm2d(4)
+        self.e = nn.Conv2d(4, 3, 3, padding=1)
+        self.bn_e1 = nn.BatchNorm2d(3)
+        self.bn_e2 = nn.BatchNorm2d(3)
+        self.f = nn.Conv1d(3, 4, 3, stride=2)
+        self.bn_f = nn.BatchNorm1d(4)
+        self.g = nn.Linear(12, 5)
+        self.bn_g = nn.BatchNorm1d(4)
+        self.head = nn.Linear(4 * 5, 3)
+
+    def forward(self, x):
+        h = torch.tanh(self.bn_a(self.a(x)))
+        h = torch.tanh(self.bn_b(self.b(h)))
+        h = torch.tanh(self.bn_c(self.c(h)))
+        z = self.d(h)
+        z.mul_(1.5)
+        h = torch.tanh(self.bn_d(z))
+        z = self.e(h)
+        h = torch.tanh(self.bn_e1(z)) * torch.tanh(self.bn_e2(z))  # (n, 3, H, W)
+        h = torch.tanh(self.bn_f(self.f(h.flatten(2))))  # (n, 4, 12)
+        h = torch.tanh(self.bn_g(self.g(h)))  # Linear over the last axis; BatchNorm1d over axis 1
+        return self.head(h.flatten(1))
+
+
+@pytest.mark.filterwarnings("ignore:Using padding=.same. with even kernel")
+def test_folded_batchnorm_backward_matches_oracle(monkeypatch):
+    """The backward passes go through a conv/linear layer and its eval BatchNorm in one step
+    (the scale folded into the weight) only where that is exact; the kernels equal the oracle."""
+    import lazyrich.ntk.engine as engine
+
+    folded = []
+    fusions = engine._batchnorm_fusions
+    monkeypatch.setattr(engine, "_batchnorm_fusions", lambda p, cap, o: folded.append(dict(cap.folded)) or fusions(p, cap, o))
+    torch.manual_seed(0)
+    model = FoldCases().double().eval()
+    gen = torch.Generator().manual_seed(2)
+    _randomize_bn(model, gen)
+    x1 = torch.randn(3, 2, 9, 9, generator=gen, dtype=torch.float64)
+    x2 = torch.randn(2, 2, 9, 9, generator=gen, dtype=torch.float64)
+    ref = brute_ntk(model, x1, x2)
+    _check_modes_layers_chunks(model, x1, x2, ref, ("trace", "full", "diagonal", 1), (None, 1, 2))
+    pairs = {(layer, bn) for f in folded for (layer, _), (bn, _, _) in f.items()}
+    assert pairs == {("a", "bn_a"), ("e", "bn_e1"), ("f", "bn_f")}
+
+
 class SkipHead(nn.Module):
     """Linear -> tanh -> Linear, with the hidden pre-activation also added to the output: the
     hidden layer's output feeds more than the activation (no trace shortcut)."""
@@ -450,22 +511,37 @@ def test_default_is_one_chunk_contracted_layer_by_layer(monkeypatch):
     assert not calls and rel_err(Kc, ref["total"]) < TOL64
 
 
-def test_layers_feeding_batchnorm_derive_their_output_gradients(monkeypatch):
+@pytest.mark.parametrize("fold", [True, False])
+def test_layers_feeding_batchnorm_derive_their_output_gradients(monkeypatch, fold):
     """A layer whose output feeds only an eval BatchNorm takes its output gradient from the
-    BatchNorm's (times gamma / sqrt(var + eps)); every other case computes its own."""
+    BatchNorm's (times gamma / sqrt(var + eps)); every other case computes its own. With
+    ``fold``, the backward passes go through a convolution or linear layer and its BatchNorm in
+    one step, and a folded layer whose output is also used elsewhere (c2) adds the BatchNorm
+    path to its own gradient; a folded conv into a BatchNorm that feeds another (c3 -> bn3 ->
+    bn4) makes bn3 compute its own gradient."""
     import lazyrich.ntk.engine as engine
 
+    monkeypatch.setattr(engine, "_FOLD_BATCHNORM", fold)
     model, x1, x2, ref = _setup("bn_feeds")
-    seen = []
+    seen, folded = [], []
     fusions = engine._batchnorm_fusions
-    monkeypatch.setattr(engine, "_batchnorm_fusions", lambda *a: seen.append(fusions(*a)) or seen[-1])
+
+    def spy(plan, cap, out):
+        folded.append(dict(cap.folded))
+        seen.append(fusions(plan, cap, out))
+        return seen[-1]
+
+    monkeypatch.setattr(engine, "_batchnorm_fusions", spy)
     K = empirical_ntk(model, x1, x2, outputs="full")
     assert rel_err(K, ref["total"]) < TOL64
     pairs = {(layer, bn) for f in seen for (layer, _), (bn, _, _) in f.items()}
+    chain = ("c3", "bn3") if fold else ("bn3", "bn4")
     assert pairs == {
-        ("c1", "bn1"), ("bn3", "bn4"), ("c5", "shared_bn"), ("c6", "shared_bn"), ("c7", "bn7a"), ("c7", "bn7b"),
+        ("c1", "bn1"), chain, ("c5", "shared_bn"), ("c6", "shared_bn"), ("c7", "bn7a"), ("c7", "bn7b"),
         ("fc", "bn1d"),
     }
+    folded_pairs = {(layer, bn) for f in folded for (layer, _), (bn, _, _) in f.items()}
+    assert folded_pairs == ((pairs - {("bn3", "bn4")}) | {("c2", "bn2")} if fold else set())
     # a channel with gamma = 0 (zero gradient through it) and per-layer blocks, on a copy: the
     # cached model and oracle of _setup serve other tests
     model = copy.deepcopy(model)

@@ -91,6 +91,13 @@ class Rule:
         derives the output gradients of a layer feeding only this one instead of computing them."""
         return None
 
+    def scaled_input_gradient(self, module: nn.Module, inp: torch.Tensor, scale: torch.Tensor):
+        """A function ``g -> d/d(inp) <g, s * module(inp)>`` (``s`` the per-channel ``scale``,
+        channel axis 1 of the output) computed by folding ``s`` into the weight, or ``None``
+        where the rule has none. The engine uses it to pass gradients through a layer and the
+        eval BatchNorm after it in one step (see ``engine._Capture``)."""
+        return None
+
     def weight_dims(self, module: nn.Module, inp: torch.Tensor, out: torch.Tensor) -> tuple:
         """``(da, dg, L)`` of the weight factor of a rule with :attr:`can_fold_bias` for one call
         with input ``inp`` and output ``out`` (inputs per position, outputs per position, positions)."""
@@ -170,6 +177,12 @@ class LinearRule(Rule):
 
     def weight_dims(self, module, inp, out):
         return module.in_features, module.out_features, out[0].numel() // module.out_features
+
+    def scaled_input_gradient(self, module, inp, scale):
+        if inp.dim() != 2:
+            return None  # (n, L, features): the BatchNorm's channel axis is not the feature axis
+        w = module.weight.detach() * scale[:, None]
+        return lambda g: g @ w
 
     def factors(self, module, records, grads, wanted, choose, fold_bias=False):
         din = module.in_features
@@ -274,6 +287,19 @@ class ConvRule(Rule):
             and rec.shape[1] > 1
             and rec.is_contiguous(memory_format=torch.channels_last)
         )
+
+    def scaled_input_gradient(self, module, inp, scale):
+        rev = module._reversed_padding_repeated_twice
+        if module.padding_mode != "zeros" or list(rev[::2]) != list(rev[1::2]):
+            return None  # padded by F.pad before the convolution (asymmetric 'same', other modes)
+        w = module.weight.detach()
+        w = w * scale.view((-1,) + (1,) * (w.dim() - 1))  # output channels on axis 0, also with groups
+        args = (None, module.stride, tuple(rev[::2][::-1]), module.dilation, False, (0,) * self.dim, module.groups)
+
+        def grad(g):
+            return torch.ops.aten.convolution_backward(g, inp, w, *args, (True, False, False))[0]
+
+        return grad
 
     def weight_dims(self, module, inp, out) -> tuple:
         ks, _, _ = self._kernel_2d(module)
