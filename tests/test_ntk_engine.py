@@ -363,6 +363,31 @@ def test_folded_batchnorm_backward_matches_oracle(monkeypatch):
     assert pairs == {("a", "bn_a"), ("e", "bn_e1"), ("f", "bn_f")}
 
 
+class TiedBatchNorm(nn.Module):
+    """A conv into an eval BatchNorm whose weight is also used outside it: the BatchNorm goes to
+    the autograd fallback, so the conv cannot derive its gradient from the BatchNorm's."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(2, 3, 3, padding=1)
+        self.bn = nn.BatchNorm2d(3)
+        self.head = nn.Linear(3, 2)
+
+    def forward(self, x):
+        h = torch.tanh(self.bn(self.conv(x))).mean((2, 3))
+        return self.head(h) + self.bn.weight[:2] ** 2
+
+
+def test_folded_batchnorm_moved_to_fallback_matches_oracle():
+    torch.manual_seed(0)
+    model = TiedBatchNorm().double().eval()
+    gen = torch.Generator().manual_seed(3)
+    _randomize_bn(model, gen)
+    x1 = torch.randn(3, 2, 5, 5, generator=gen, dtype=torch.float64)
+    x2 = torch.randn(2, 2, 5, 5, generator=gen, dtype=torch.float64)
+    _check_modes_layers_chunks(model, x1, x2, brute_ntk(model, x1, x2), ("trace", "full"), (None, 2))
+
+
 class SkipHead(nn.Module):
     """Linear -> tanh -> Linear, with the hidden pre-activation also added to the output: the
     hidden layer's output feeds more than the activation (no trace shortcut)."""

@@ -482,6 +482,12 @@ class _Engine:
                     if not plan.rule_modules:
                         yield from self.iter_factors(x)
                         return
+                    if any(k[0] in plan.rule_modules and v[0] not in plan.rule_modules for k, v in cap.folded.items()):
+                        # a folded BatchNorm moved to the fallback (its parameters are used elsewhere
+                        # too): its output gradient, which the layer's derives from, is not computed
+                        self.fold_batchnorm = False
+                        yield from self.iter_factors(x)
+                        return
                 # inputs modified in place after being recorded: record clones instead
                 for mname, vs in cap.versions.items():
                     if any(t._version != v for t, v in vs):
