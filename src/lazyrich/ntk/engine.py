@@ -234,6 +234,11 @@ def _batched_backward(out, inputs, ks):
     return [[g[j] if g[j] is not None else torch.zeros_like(inp) for g in per_k] for j, inp in enumerate(inputs)]
 
 
+def _per_channel(scale: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """``scale`` (one value per channel) shaped to multiply ``t``'s channel axis 1."""
+    return scale.view((1, -1) + (1,) * (t.dim() - 2))
+
+
 class _FoldedBackward(torch.autograd.Function):
     """``value + probe`` whose backward passes the output gradient ``g`` to ``probe`` and
     ``input_grad(g)`` to ``x`` -- one step through a layer and the eval BatchNorm after it
@@ -281,14 +286,30 @@ class _Capture:
         # id(what a call returned) -> (layer, call, weak reference, version when returned)
         self.made: Dict[int, tuple] = {}
         self.folded: Dict[tuple, tuple] = {}  # (layer, call) -> (BatchNorm, call, scale)
+        self.degrees: Optional[Dict[object, int]] = None  # see in_degrees
         self.handles = []
+
+    def in_degrees(self, out: torch.Tensor) -> Dict[object, int]:
+        """:func:`_in_degrees` of the graph below the model output ``out``, walked once per
+        forward pass (plan check, BatchNorm fusions and the MLP-head shortcut all read it)."""
+        if self.degrees is None:
+            self.degrees = _in_degrees(out.grad_fn)
+        return self.degrees
+
+    def returned_by(self, t: torch.Tensor, version: int) -> Optional[tuple]:
+        """``(layer, call)`` if ``t`` is what a ruled layer call returned and still had the tensor
+        version ``version`` (not modified in place since), else ``None``."""
+        hit = self.made.get(id(t))
+        if hit is None or hit[2]() is not t or hit[3] != version:
+            return None
+        return hit[0], hit[1]
 
     def _fold(self, bn, mod, rule, inp, output, probe):
         """``_FoldedBackward`` output for the BatchNorm call ``bn`` with input ``inp``, or ``None``."""
-        hit = self.made.get(id(inp))
-        if hit is None or hit[2]() is not inp or inp._version != hit[3] or hit[:2] in self.folded:
+        hit = self.returned_by(inp, inp._version)
+        if hit is None or hit in self.folded:
             return None  # not a ruled layer's output as returned (a view, modified in place), or folded already
-        src, j = hit[0], hit[1]
+        src, j = hit
         scale = rule.input_gradient_scale(mod)
         if scale is None:
             return None
@@ -375,22 +396,20 @@ def _batchnorm_fusions(plan: _Plan, cap: _Capture, out: torch.Tensor) -> Dict[tu
     for every output: conv -> BN networks keep half the gradients. "Only" is checked on the
     autograd graph (one edge into the output's node).
     """
-    fused, degrees = {}, None
+    fused = {}
     for bn, (m, rule, _) in plan.rule_modules.items():
         scale = rule.input_gradient_scale(m)
         if scale is None:
             continue
         for j, (inp, version) in enumerate(cap.versions[bn]):
-            hit = cap.made.get(id(inp))
-            if hit is None or hit[2]() is not inp or hit[3] != version or hit[0] == bn or inp.grad_fn is None:
+            hit = cap.returned_by(inp, version)
+            if hit is None or hit[0] == bn or inp.grad_fn is None:
                 continue  # not a layer's output as it returned it (a view, or modified in place)
             if hit[0] not in plan.rule_modules:
                 continue  # moved to the fallback by _verify_plan
-            if degrees is None:
-                degrees = _in_degrees(out.grad_fn)
-            if degrees.get(inp.grad_fn, 0) != 1:
+            if cap.in_degrees(out).get(inp.grad_fn, 0) != 1:
                 continue  # the layer output is used elsewhere too
-            fused[(hit[0], hit[1])] = (bn, j, scale.to(inp.dtype))
+            fused[hit] = (bn, j, scale.to(inp.dtype))
     # a BatchNorm whose own output gradient is derived cannot serve as a source; where a folded
     # layer (see _Capture) needs that BatchNorm's gradient, the BatchNorm computes its own
     targets = {(bn, j) for bn, j, _ in cap.folded.values()}
@@ -435,7 +454,7 @@ def _mlp_head(plan: _Plan, cap: "_Capture", out: torch.Tensor, ks: List[int]) ->
     layer = by_node.get(phi.next_functions[0][0])
     if layer is None or layer == last or not isinstance(plan.rule_modules[layer][1], LinearRule):
         return {}
-    degrees = _in_degrees(top)
+    degrees = cap.in_degrees(out)  # (the nodes above top are reshapes: the same counts below it)
     if degrees.get(phi, 0) != 1 or degrees.get(phi.next_functions[0][0], 0) != 1:
         return {}
     (dphi,) = torch.autograd.grad(t_in, cap.probes[layer][0], torch.ones_like(t_in), retain_graph=True)
@@ -504,6 +523,7 @@ class _Engine:
                 virtual = _mlp_head(plan, cap, out, self.ks) if self.trace and len(self.ks) > 1 else {}
                 cap.made.clear()
                 cap.nodes.clear()
+                cap.degrees = None  # (holds the graph's nodes)
                 diff = [key for key in keys if key not in fused and key not in virtual]
                 probes = [cap.probes[mn][j] for mn, j in diff]
                 grads = dict(zip(diff, _batched_backward(out, probes, self.ks))) if probes else {}
@@ -513,10 +533,9 @@ class _Engine:
                 need = {key: 1 for key in diff}
                 # folded layers whose output is also used elsewhere: their probes have the other
                 # uses' gradients; the BatchNorm path is added back
-                extra = {
-                    key: v for key, v in cap.folded.items()
-                    if key not in fused and key[0] in plan.rule_modules and v[0] in plan.rule_modules
-                }
+                # (a folded layer moved to the fallback needs nothing; a folded BatchNorm moved there
+                # made the forward rerun unfolded, above)
+                extra = {key: v for key, v in cap.folded.items() if key not in fused and key[0] in plan.rule_modules}
                 for bn, j, _ in list(fused.values()) + list(extra.values()):
                     need[(bn, j)] += 1
 
@@ -533,7 +552,7 @@ class _Engine:
                         bn, j, scale = fused[key]
                         gl = take((bn, j))
                         if not rule.accepts_grad_scales:
-                            gl, scale = [gk * scale.view((1, -1) + (1,) * (gk.dim() - 2)) for gk in gl], None
+                            gl, scale = [gk * _per_channel(scale, gk) for gk in gl], None
                         g.append(gl)
                         scales.append(scale)
                     elif key in virtual:  # one virtual output (trace mode, see _mlp_head)
@@ -541,9 +560,7 @@ class _Engine:
                         scales.append(None)
                     elif key in extra:
                         bn, j, scale = extra[key]
-                        gl, gb = take(key), take((bn, j))
-                        view = (1, -1) + (1,) * (gl[0].dim() - 2)
-                        g.append([a + b * scale.view(view) for a, b in zip(gl, gb)])
+                        g.append([a + b * _per_channel(scale, b) for a, b in zip(take(key), take((bn, j)))])
                         scales.append(None)
                     else:
                         g.append(take(key))
@@ -573,7 +590,7 @@ class _Engine:
 
     def _verify_plan(self, out, cap: _Capture) -> None:
         """Move to the fallback every ruled parameter used other than once per recorded call."""
-        counts = _accumulate_edge_counts(_in_degrees(out.grad_fn))
+        counts = _accumulate_edge_counts(cap.in_degrees(out))
         bad = []
         for mname, (m, rule, local) in self.plan.rule_modules.items():
             calls = len(cap.probes[mname])
