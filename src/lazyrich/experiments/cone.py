@@ -56,6 +56,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lazyrich.experiments.protocol import Experiment, Preset, apply_overrides, config_from_dict, config_to_dict
+from lazyrich.experiments.protocol import check_type as _check_type
+
 __all__ = [
     "ConeConfig",
     "PRESETS",
@@ -179,18 +182,12 @@ class ConeConfig:
     # ---------------------------------------------------------------- conversion
     def to_dict(self) -> Dict[str, Any]:
         """JSON-ready dict (tuples become lists) with ``"experiment": "cone"``."""
-        d = {"experiment": "cone"}
-        for f in dataclasses.fields(self):
-            v = getattr(self, f.name)
-            d[f.name] = list(v) if isinstance(v, tuple) else v
-        return d
+        return config_to_dict(self, "cone")
 
     @classmethod
     def from_dict(cls, d: Dict[str, Any]) -> "ConeConfig":
         """Inverse of :meth:`to_dict` (extra keys such as ``format``/``experiment`` are ignored)."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        kw = {k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items() if k in names}
-        return cls(**kw).validated()
+        return config_from_dict(cls, d)
 
     def replace(self, **changes: Any) -> "ConeConfig":
         """A copy with ``changes`` applied and validated."""
@@ -209,20 +206,7 @@ class ConeConfig:
             For a malformed item, an unknown key (the message lists the valid keys) or a value of the
             wrong type.
         """
-        if isinstance(overrides, str):
-            overrides = [overrides]
-        hints = typing.get_type_hints(type(self))
-        names = [f.name for f in dataclasses.fields(self)]
-        changes: Dict[str, Any] = {}
-        for item in overrides:
-            if not isinstance(item, str) or "=" not in item:
-                raise ValueError(f"override {item!r} is not of the form key=value; write e.g. steps=500.")
-            key, _, raw = item.partition("=")
-            key = key.strip()
-            if key not in names:
-                raise ValueError(f"unknown config key {key!r} for the cone experiment; valid keys: {', '.join(names)}.")
-            changes[key] = _parse_value(key, raw.strip(), hints[key])
-        return dataclasses.replace(self, **changes).validated()
+        return apply_overrides(self, overrides, experiment="cone")
 
     # ---------------------------------------------------------------- validation
     def validated(self) -> "ConeConfig":
@@ -284,69 +268,6 @@ class ConeConfig:
     def switch_steps(self) -> List[int]:
         """Sorted switch points with 0 always included."""
         return sorted(set(self.switch_points) | {0})
-
-
-def _parse_value(key: str, raw: str, tp: Any) -> Any:
-    """Parse the string ``raw`` of an override into a value of type ``tp``."""
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-    if origin is typing.Union and type(None) in args:
-        if raw.lower() in ("none", "null"):
-            return None
-        inner = [a for a in args if a is not type(None)][0]
-        return _parse_value(key, raw, inner)
-    if origin is tuple:
-        s = raw.strip()
-        if s.startswith(("[", "(")) and s.endswith(("]", ")")):
-            s = s[1:-1]
-        parts = [p.strip() for p in s.split(",") if p.strip()]
-        return tuple(_parse_value(key, p, args[0]) for p in parts)
-    if tp is bool:
-        low = raw.lower()
-        if low in ("true", "1", "yes", "on"):
-            return True
-        if low in ("false", "0", "no", "off"):
-            return False
-        raise ValueError(f"{key} expects true or false, got {raw!r}.")
-    if tp is int:
-        try:
-            return int(raw)
-        except ValueError:
-            raise ValueError(f"{key} expects an integer, got {raw!r}.") from None
-    if tp is float:
-        try:
-            return float(raw)
-        except ValueError:
-            raise ValueError(f"{key} expects a number, got {raw!r}.") from None
-    if tp is str:
-        if not raw:
-            raise ValueError(f"{key} expects a non-empty string.")
-        return raw
-    raise TypeError(f"cannot parse a value for {key} of type {tp}.")  # pragma: no cover
-
-
-def _check_type(key: str, value: Any, tp: Any) -> None:
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-    if origin is typing.Union and type(None) in args:
-        if value is None:
-            return
-        _check_type(key, value, [a for a in args if a is not type(None)][0])
-        return
-    if origin is tuple:
-        if not isinstance(value, tuple):
-            raise TypeError(f"{key} must be a tuple, got {type(value).__name__}.")
-        for v in value:
-            _check_type(key, v, args[0])
-        return
-    ok = {
-        bool: lambda v: isinstance(v, bool),
-        int: lambda v: isinstance(v, (int, np.integer)) and not isinstance(v, bool),
-        float: lambda v: isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool),
-        str: lambda v: isinstance(v, str),
-    }[tp](value)
-    if not ok:
-        raise TypeError(f"{key} must be {tp.__name__}, got {value!r}.")
 
 
 # --------------------------------------------------------------------------------------------
@@ -784,3 +705,22 @@ def _progress(items: Sequence[int], enabled: bool, desc: str):
     except ImportError:  # pragma: no cover - tqdm is an optional dependency
         return items
     return tqdm(items, desc=desc, unit="run")
+
+
+#: The cone experiment as the registry sees it (:mod:`lazyrich.experiments.registry`).
+EXPERIMENT = Experiment(
+    name="cone",
+    description="Cone effect of the eNTK during training and the switch-to-linearized experiment (Zhou et al.).",
+    config_class=ConeConfig,
+    presets={
+        "quick": Preset("MNIST-1D, MLP 40-256-256-10, SGD, T=3000; one to two minutes on 2 CPU cores.", _quick),
+        "paper": Preset("ResNet-20 on CIFAR-10 as in the paper (needs data_dir=...).", PRESETS["paper"]),
+        "paper-resnet20": Preset("Same as paper: ResNet-20 on CIFAR-10 (needs data_dir=...).", _paper_resnet20),
+        "paper-vgg16": Preset("VGG-16 (BatchNorm) on CIFAR-10, paper hyperparameters (needs data_dir=...).", _paper_vgg16),
+        "paper-lenet5": Preset("LeNet-5 on MNIST, plain SGD, paper hyperparameters (needs data_dir=...).", _paper_lenet5),
+    },
+    run=run,
+    figures=("fig_reference_distances", "fig_adjacent_distances", "fig_cone", "fig_switching", "fig_curves",
+             "fig_distances", "fig_kernel_stats"),
+    results_file="switching.csv",
+)
