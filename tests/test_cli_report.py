@@ -107,6 +107,31 @@ def test_cli_rejects_unknown_key_and_bad_values(tmp_path, capsys):
     assert not out.exists()
 
 
+def test_cli_unknown_experiment_or_preset_names_the_choices(capsys):
+    for argv, msg in ((["run", "nope"], "unknown experiment 'nope'; choose one of cone"),
+                      (["run", "cone", "--preset", "nope"], "unknown preset 'nope' for the cone experiment"),
+                      (["run", "nope", "--help"], "unknown experiment 'nope'")):
+        with pytest.raises(SystemExit) as e:
+            cli.main(argv)
+        assert e.value.code == 2
+        assert msg in capsys.readouterr().err
+
+
+def test_cli_list_and_experiment_help_read_the_registry(capsys):
+    from lazyrich.experiments import registry
+
+    assert cli.main(["list"]) == 0
+    out = capsys.readouterr().out
+    for name in registry.names():
+        exp = registry.get(name)
+        assert f"{name}: {exp.description}" in out
+        for pname, p in exp.presets.items():
+            assert pname in out and p.description in out
+    assert cli.main(["run", "cone", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "steps (int, default 3000):" in out and "switch_points" in out
+
+
 def test_cli_show_config_applies_overrides(capsys):
     assert cli.main(["run", "cone", "--preset", "quick", "steps=4000", "hidden=7", "lr=0.05", "--show-config"]) == 0
     cfg = json.loads(capsys.readouterr().out)

@@ -24,25 +24,19 @@ from typing import Optional, Sequence
 
 __all__ = ["main", "build_parser"]
 
-EXPERIMENTS = ("cone",)
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The argparse parser of the ``lazyrich`` command."""
-    from lazyrich.experiments.cone import PRESETS
-
     p = argparse.ArgumentParser(
         prog="lazyrich",
         description="Measure, explain and reproduce the learning dynamics of neural networks (lazy vs rich, eNTK).",
     )
-    sub = p.add_subparsers(dest="command", metavar="{run,report}")
+    sub = p.add_subparsers(dest="command", metavar="{run,list,report}")
     sub.required = True
 
     r = sub.add_parser("run", help="run (or resume) an experiment into a run directory",
                        description="Run or resume an experiment. Rerunning the same command resumes it.")
-    r.add_argument("experiment", choices=EXPERIMENTS, help="experiment name")
-    r.add_argument("--preset", default="quick", choices=list(PRESETS),
-                   help="configuration preset (default: quick; paper = ResNet-20 on CIFAR-10, needs data_dir=...)")
+    r.add_argument("experiment", help="experiment name (see `lazyrich list`; `lazyrich run NAME --help` lists its config keys)")
+    r.add_argument("--preset", default="quick", help="configuration preset (default: quick; see `lazyrich list`)")
     r.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. steps=500 lr=0.1")
     r.add_argument("--out", default=None, help="run directory (default: runs/<experiment>-<preset>)")
     r.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -52,18 +46,48 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--report", action="store_true", help="write the figures and report.html afterwards")
     r.add_argument("--show-config", action="store_true", help="print the resolved config as JSON and exit")
 
+    sub.add_parser("list", help="list every experiment with its presets",
+                   description="List every registered experiment with its presets and a one-line description of each.")
+
     rp = sub.add_parser("report", help="write figures/*.png and report.html for a run directory")
     rp.add_argument("run_dir", help="a run directory written by `lazyrich run`")
     return p
 
 
 def _resolve_config(args: argparse.Namespace, parser: argparse.ArgumentParser):
-    from lazyrich.experiments.cone import preset
+    from lazyrich.experiments import registry
 
     try:
-        return preset(args.preset).with_overrides(args.overrides)
+        return registry.get(args.experiment).config(args.preset, args.overrides)
     except (ValueError, TypeError) as exc:
         parser.error(str(exc))
+
+
+def _list() -> str:
+    """The text of ``lazyrich list``: each experiment, its description, its presets with theirs."""
+    from lazyrich.experiments import registry
+
+    lines = []
+    for name in registry.names():
+        exp = registry.get(name)
+        lines.append(f"{name}: {exp.description}")
+        for pname, p in exp.presets.items():
+            grid = f" [grid: {', '.join(p.grid)}]" if p.grid else ""
+            lines.append(f"  --preset {pname:<16} {p.description}{grid}")
+    return "\n".join(lines)
+
+
+def _experiment_help(name: str) -> str:
+    """The text of ``lazyrich run NAME --help``: the experiment's config fields, defaults and meaning."""
+    from lazyrich.experiments import field_help, registry
+
+    exp = registry.get(name)
+    lines = [f"usage: lazyrich run {name} [--preset {{{','.join(exp.presets)}}}] [key=value ...] [--out DIR]",
+             "", exp.description, "", "config keys (key=value; defaults of the config class):"]
+    for field, tp, default, meaning in field_help(exp.config_class):
+        lines.append(f"  {field} ({tp}, default {default!r}): {meaning}")
+    lines += ["", "options: --preset P, --out DIR, --no-progress, --threads N, --device D, --report, --show-config"]
+    return "\n".join(lines)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -74,9 +98,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     holding another config) print ``lazyrich: error: ...`` and return 1.
     """
     parser = build_parser()
+    argv = list(argv) if argv is not None else sys.argv[1:]
+    if len(argv) >= 2 and argv[0] == "run" and not argv[1].startswith("-") and {"-h", "--help"} & set(argv):
+        try:
+            print(_experiment_help(argv[1]))
+        except ValueError as exc:
+            parser.error(str(exc))
+        return 0
     # argparse cannot take positionals (the overrides) after an option such as --preset in one nargs="*"
     # slot, so leftover key=value items are collected here and anything else is rejected.
-    args, extra = parser.parse_known_args(list(argv) if argv is not None else None)
+    args, extra = parser.parse_known_args(argv)
     bad = [e for e in extra if args.command != "run" or e.startswith("-") or "=" not in e]
     if bad:
         parser.error(f"unrecognized arguments: {' '.join(bad)}")
@@ -90,8 +121,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             if args.show_config:
                 print(json.dumps(config.to_dict(), indent=2))
                 return 0
-            from lazyrich.experiments.cone import run
+            from lazyrich.experiments import registry
 
+            run = registry.get(args.experiment).run
             out = Path(args.out) if args.out else Path("runs") / f"{args.experiment}-{args.preset}"
             print(f"lazyrich: running {args.experiment} ({args.preset}) into {out}", file=sys.stderr)
             path = run(config, out, progress=not args.no_progress, threads=args.threads,
@@ -99,6 +131,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             print(f"lazyrich: run directory {path}")
             if args.report:
                 _report(path)
+            return 0
+        if args.command == "list":
+            print(_list())
             return 0
         if args.command == "report":
             _report(Path(args.run_dir))

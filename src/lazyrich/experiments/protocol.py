@@ -228,6 +228,6 @@ def field_help(cls: type) -> List[Tuple[str, str, Any, str]]:
     out = []
     for f in dataclasses.fields(cls):
         tp = hints[f.name]
-        tname = getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+        tname = tp.__name__ if isinstance(tp, type) else str(tp).replace("typing.", "")
         out.append((f.name, tname, getattr(default, f.name), meaning.get(f.name, "")))
     return out
