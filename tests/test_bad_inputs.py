@@ -15,7 +15,44 @@ import pytest
 NTK_CASES: list = []
 
 # ------------------------------------------------------------------ kernel_distance, linearize, train, Tracker
-OTHER_CASES: list = []
+def _kd(K1, K2):
+    import numpy as np
+
+    from lazyrich.ntk import kernel_distance
+
+    return lambda: kernel_distance(np.asarray([["a", None]], dtype=object) if K1 == "object" else K1, K2)
+
+
+def _linearize_train_mode(layer):
+    import torch.nn as nn
+
+    from lazyrich.ntk import linearize
+
+    def call():
+        model = nn.Sequential(nn.Linear(3, 4), layer, nn.Linear(4, 1)).train()
+        linearize(model)
+
+    return call
+
+
+def _linearize_cases():
+    import torch.nn as nn
+
+    return [
+        ("linearize-batchnorm-train-mode", _linearize_train_mode(nn.BatchNorm1d(4)), ValueError, r"model\.eval\(\)"),
+        ("linearize-active-dropout", _linearize_train_mode(nn.Dropout(0.5)), ValueError, r"Dropout.*model\.eval\(\)"),
+    ]
+
+
+OTHER_CASES: list = [
+    ("kernel_distance-string", _kd("abc", [[1.0]]), TypeError, r"numeric array or tensor"),
+    ("kernel_distance-object-array", _kd("object", [[1.0, 2.0]]), TypeError, r"numeric array or tensor"),
+    ("kernel_distance-shape-mismatch", _kd([[1.0]], [[1.0, 0.0], [0.0, 1.0]]), ValueError, r"same probe set"),
+    ("kernel_distance-zero-kernel", _kd([[0.0]], [[1.0]]), ValueError, r"pass a non-zero kernel"),
+    ("kernel_distance-nan", _kd([[float("nan")]], [[1.0]]), ValueError, r"NaN or inf; recompute"),
+    ("kernel_distance-empty", _kd([[]], [[]]), ValueError, r"at least one probe sample"),
+    *_linearize_cases(),
+]
 
 CASES = NTK_CASES + OTHER_CASES
 

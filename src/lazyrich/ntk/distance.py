@@ -11,11 +11,16 @@ __all__ = ["kernel_distance"]
 def _as_f64(K, name):
     if isinstance(K, torch.Tensor):
         K = K.detach().to("cpu", torch.float64).numpy()
-    K = np.asarray(K, dtype=np.float64)
+    try:
+        K = np.asarray(K, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise TypeError(
+            f"{name} must be a numeric array or tensor (got {type(K).__name__}); pass the kernel as a numpy array or torch tensor."
+        ) from None
     if K.size == 0:
-        raise ValueError(f"{name} is empty.")
+        raise ValueError(f"{name} is empty; pass a kernel computed on at least one probe sample.")
     if not np.all(np.isfinite(K)):
-        raise ValueError(f"{name} contains NaN or inf.")
+        raise ValueError(f"{name} contains NaN or inf; recompute it from a model and inputs with finite values.")
     return K
 
 
@@ -31,7 +36,14 @@ def kernel_distance(K1, K2) -> float:
     b = _as_f64(K2, "K2")
     if a.shape != b.shape:
         raise ValueError(f"Kernels have different shapes {a.shape} and {b.shape}; compare kernels on the same probe set.")
-    na, nb = np.linalg.norm(a), np.linalg.norm(b)
-    if na == 0 or nb == 0:
-        raise ValueError("A kernel is identically zero, so the kernel distance is undefined.")
-    return float(1.0 - np.vdot(a, b) / (na * nb))
+    # Normalise each kernel by its max-abs entry before squaring, so kernels scaled by 1e+-200
+    # neither overflow nor underflow (S is scale-invariant in exact arithmetic).
+    ma, mb = np.max(np.abs(a)), np.max(np.abs(b))
+    if ma == 0 or mb == 0:
+        raise ValueError("A kernel is identically zero, so the kernel distance is undefined; pass a non-zero kernel.")
+    a, b = a / ma, b / mb
+    u, v = a / np.linalg.norm(a), b / np.linalg.norm(b)
+    # For unit u, v: 1 - <u, v> = ||u - v||^2 / 2. This form has no cancellation near S = 0 and
+    # gives exactly 0 for identical kernels.
+    d = (u - v).ravel()
+    return float(0.5 * np.dot(d, d))

@@ -9,6 +9,7 @@ import torch
 import torch.nn as nn
 
 from ._functional import no_fused_fastpaths
+from .model_checks import check_eval_mode
 
 __all__ = ["linearize", "LinearizedModel"]
 
@@ -77,4 +78,5 @@ def linearize(model: nn.Module) -> LinearizedModel:
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"linearize expects a torch.nn.Module, got {type(model).__name__}.")
+    check_eval_mode(model, "the linearization")
     return LinearizedModel(model)
