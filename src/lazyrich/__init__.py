@@ -31,6 +31,8 @@ _EXPORTS = {
     "RunStoreError": "lazyrich.dynamics",
     "load_run": "lazyrich.dynamics",
     "Run": "lazyrich.dynamics",
+    "rebalance": "lazyrich.models",
+    "layer_balance": "lazyrich.models",
 }
 _SUBMODULES = ("ntk", "theory", "models", "data", "dynamics", "experiments", "plots", "sweep")
 

@@ -7,4 +7,6 @@ outputs ``(n, c)``.  See :mod:`lazyrich.models.zoo`.
 from lazyrich.models import zoo
 from lazyrich.models.zoo import *  # noqa: F401,F403 -- the zoo's public names, listed once in zoo.__all__
 
-__all__ = list(zoo.__all__)
+from lazyrich.models.rebalance import layer_balance, rebalance, trainable_layers
+
+__all__ = list(zoo.__all__) + ["rebalance", "layer_balance", "trainable_layers"]

@@ -13,6 +13,7 @@ from lazyrich.plots.figures import (
     save_figure,
     save_figures,
 )
+from lazyrich.plots.rebalance import fig_lenet_rebalance
 from lazyrich.plots.report import format_headline, headline_numbers, report
 
 __all__ = [
@@ -30,4 +31,5 @@ __all__ = [
     "headline_numbers",
     "format_headline",
     "report",
+    "fig_lenet_rebalance",
 ]
