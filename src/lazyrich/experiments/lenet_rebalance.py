@@ -148,10 +148,6 @@ def build_model(config: LenetRebalanceConfig, side: int) -> nn.Module:
     return rebalance(model, config.alpha)
 
 
-def _flat(model: nn.Module) -> torch.Tensor:
-    return torch.cat([p.detach().reshape(-1) for p in model.parameters()])
-
-
 def run(config: LenetRebalanceConfig, out_dir, *, progress: bool = False, threads: Optional[int] = None,
         device: Optional[str] = None) -> Path:
     """Train one ``(alpha, seed)`` cell on the CPU and write ``results.csv`` (columns :data:`COLUMNS`).
@@ -163,17 +159,18 @@ def run(config: LenetRebalanceConfig, out_dir, *, progress: bool = False, thread
         raise ValueError(f"lenet-rebalance runs on the CPU; drop device={device!r} or pass device=cpu.")
     from lazyrich.dynamics import RunStore
     from lazyrich.dynamics.store import atomic_write_bytes
+    from lazyrich.dynamics.metrics import hamming_distance, param_distances
     from lazyrich.dynamics.tracker import ActivationRecorder
     from lazyrich.ntk import empirical_ntk, kernel_distance
 
     if not isinstance(config, LenetRebalanceConfig):
         raise TypeError(f"run expects a LenetRebalanceConfig, got {type(config).__name__}.")
     config = config.validated()
-    x_tr, y_tr, x_te, y_te, side = _data(config)
     store = RunStore(out_dir, {**dataclasses.asdict(config), "experiment": "lenet-rebalance"}, seed=config.seed)
     path = store.path / "results.csv"
     if path.exists():
         return store.path
+    x_tr, y_tr, x_te, y_te, side = _data(config)
     before = torch.get_num_threads()
     torch.set_num_threads(threads or 1)
     try:
@@ -185,7 +182,7 @@ def run(config: LenetRebalanceConfig, out_dir, *, progress: bool = False, thread
         model = build_model(config, side)
         opt = (torch.optim.SGD(model.parameters(), lr=config.lr) if config.optimizer == "sgd"
                else torch.optim.Adam(model.parameters(), lr=config.lr))
-        theta0 = _flat(model)
+        theta0 = {k: v.detach().clone() for k, v in model.named_parameters()}
 
         def masks():
             with torch.no_grad():
@@ -202,8 +199,8 @@ def run(config: LenetRebalanceConfig, out_dir, *, progress: bool = False, thread
                     out = model(x_te)
                 rows.append({"alpha": config.alpha, "seed": config.seed, "step": t,
                              "kernel_distance": float(kernel_distance(K0, K)),
-                             "hamming": sum(float((a != b).sum()) for a, b in zip(M0, M)) / sum(a.numel() for a in M0),
-                             "param_distance": float((_flat(model) - theta0).norm()),
+                             "hamming": hamming_distance(M, M0)[0],
+                             "param_distance": param_distances(dict(model.named_parameters()), theta0)[0],
                              "train_loss": tr_loss, "test_loss": float(F.cross_entropy(out, y_te)),
                              "test_acc": float((out.argmax(1) == y_te).float().mean())})
             if t == T:
