@@ -141,6 +141,27 @@ def _tracker_cases():
     ]
 
 
+def _data_cases():
+    import torch
+
+    from lazyrich.data import gaussian_mixture, make_mnist1d, normalize_to_sphere
+
+    ds = lambda: gaussian_mixture(8, 3, n_test=4)  # noqa: E731
+    return [
+        ("normalize_to_sphere-nan-row", lambda: normalize_to_sphere(torch.tensor([[1.0, float("nan")]])), ValueError,
+         r"NaN or infinite.*remove or impute"),
+        ("normalize_to_sphere-inf-radius", lambda: normalize_to_sphere(torch.ones(2, 2), float("inf")), ValueError,
+         r"positive and finite"),
+        ("normalize_to_sphere-string-radius", lambda: normalize_to_sphere(torch.ones(2, 2), "1"), TypeError,
+         r"radius must be a positive number or None"),
+        ("dataset-subset-string-seed", lambda: ds().subset(4, seed="0"), TypeError, r"seed must be an int"),
+        ("dataset-select-classes-strings", lambda: ds().select_classes(["cat", "dog"]), TypeError,
+         r"list of int labels, e\.g\. \[3, 7\]"),
+        ("make_mnist1d-padding-not-a-pair", lambda: make_mnist1d(10, 0, padding=5), TypeError,
+         r"padding must be a pair \(lo, hi\)"),
+    ]
+
+
 OTHER_CASES: list = [
     ("kernel_distance-string", _kd("abc", [[1.0]]), TypeError, r"numeric array or tensor"),
     ("kernel_distance-object-array", _kd("object", [[1.0, 2.0]]), TypeError, r"numeric array or tensor"),
@@ -151,6 +172,7 @@ OTHER_CASES: list = [
     *_linearize_cases(),
     *_train_cases(),
     *_tracker_cases(),
+    *_data_cases(),
 ]
 
 CASES = NTK_CASES + OTHER_CASES

@@ -4,16 +4,9 @@ Nothing is downloaded.  Inputs are float32 (images ``(n, C, H, W)``, vectors
 ``(n, d)``), labels int64 ``(n,)`` (regression targets float32 ``(n, k)``).
 """
 
-from lazyrich.data.datasets import (
-    DATASET_NAMES,
-    Dataset,
-    gaussian_mixture,
-    gaussian_teacher,
-    load_dataset,
-    load_digits,
-    normalize_to_sphere,
-    sample_sphere,
-)
+from lazyrich.data.base import Dataset
+from lazyrich.data.datasets import gaussian_mixture, gaussian_teacher, load_digits, normalize_to_sphere, sample_sphere
+from lazyrich.data.dispatch import DATASET_NAMES, load_dataset
 from lazyrich.data.mnist1d import MNIST1D_RAW_TEMPLATES, make_mnist1d, mnist1d_templates
 from lazyrich.data.readers import CIFAR10_FILES, MNIST_FILES, read_cifar10, read_idx, read_mnist
 

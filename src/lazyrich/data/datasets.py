@@ -1,4 +1,4 @@
-"""Common dataset container, built-in data sets and the ``load_dataset`` dispatcher.
+"""Built-in data sets: scikit-learn digits and the synthetic sphere / teacher / mixture generators.
 
 Everything here is local: nothing is downloaded at run time.  Conventions:
 inputs are ``float32`` tensors (images ``(n, C, H, W)``, vectors ``(n, d)``);
@@ -13,18 +13,16 @@ is read or changed.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from lazyrich.data.base import Dataset, _check_int
+
 __all__ = [
-    "Dataset",
-    "DATASET_NAMES",
-    "load_dataset",
     "load_digits",
     "sample_sphere",
     "normalize_to_sphere",
@@ -34,145 +32,8 @@ __all__ = [
 
 
 # --------------------------------------------------------------------------
-# container
-# --------------------------------------------------------------------------
-
-
-@dataclass
-class Dataset:
-    """A train/test split of tensors.
-
-    Attributes
-    ----------
-    x_train, x_test : torch.Tensor
-        ``float32`` inputs, ``(n, *input_shape)``.
-    y_train, y_test : torch.Tensor
-        ``int64`` labels ``(n,)`` in ``[0, num_classes)``, or, for regression
-        (``num_classes is None``), ``float32`` targets ``(n, k)``.
-    num_classes : int or None
-        Number of classes; ``None`` for regression.
-    name : str
-        Short description, e.g. ``"digits"``.
-    info : dict
-        Extra generator metadata (e.g. the teacher weights of
-        :func:`gaussian_teacher`).
-    """
-
-    x_train: torch.Tensor
-    y_train: torch.Tensor
-    x_test: torch.Tensor
-    y_test: torch.Tensor
-    num_classes: int | None
-    name: str
-    info: dict[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        for attr in ("x_train", "y_train", "x_test", "y_test"):
-            if not isinstance(getattr(self, attr), torch.Tensor):
-                raise TypeError(f"Dataset.{attr} must be a torch.Tensor, got {type(getattr(self, attr)).__name__}.")
-        for attr in ("x_train", "x_test"):
-            if getattr(self, attr).dtype != torch.float32:
-                raise TypeError(f"Dataset.{attr} must be float32, got {getattr(self, attr).dtype}; convert with .float().")
-        if self.x_train.shape[1:] != self.x_test.shape[1:]:
-            raise ValueError(
-                f"train and test inputs have different shapes {tuple(self.x_train.shape[1:])} "
-                f"and {tuple(self.x_test.shape[1:])}."
-            )
-        for xs, ys in (("x_train", "y_train"), ("x_test", "y_test")):
-            if getattr(self, xs).shape[0] != getattr(self, ys).shape[0]:
-                raise ValueError(
-                    f"Dataset.{xs} has {getattr(self, xs).shape[0]} rows but Dataset.{ys} has {getattr(self, ys).shape[0]}."
-                )
-        if self.num_classes is None:
-            for attr in ("y_train", "y_test"):
-                y = getattr(self, attr)
-                if y.dtype != torch.float32 or y.dim() != 2:
-                    raise TypeError(f"regression targets Dataset.{attr} must be float32 of shape (n, k), got {y.dtype} {tuple(y.shape)}.")
-        else:
-            if isinstance(self.num_classes, bool) or not isinstance(self.num_classes, int) or self.num_classes < 1:
-                raise ValueError(f"num_classes must be a positive int or None, got {self.num_classes!r}.")
-            for attr in ("y_train", "y_test"):
-                y = getattr(self, attr)
-                if y.dtype != torch.int64 or y.dim() != 1:
-                    raise TypeError(f"labels Dataset.{attr} must be int64 of shape (n,), got {y.dtype} {tuple(y.shape)}.")
-                if y.numel() and (int(y.min()) < 0 or int(y.max()) >= self.num_classes):
-                    raise ValueError(f"labels in Dataset.{attr} must lie in [0, {self.num_classes}).")
-
-    @property
-    def input_shape(self) -> tuple[int, ...]:
-        """Shape of one input, e.g. ``(1, 28, 28)``."""
-        return tuple(self.x_train.shape[1:])
-
-    @property
-    def n_train(self) -> int:
-        return int(self.x_train.shape[0])
-
-    @property
-    def n_test(self) -> int:
-        return int(self.x_test.shape[0])
-
-    @property
-    def task(self) -> str:
-        """``"classification"`` or ``"regression"``."""
-        return "regression" if self.num_classes is None else "classification"
-
-    def subset(self, n_train: int | None = None, n_test: int | None = None, seed: int = 0) -> Dataset:
-        """Random subsets (without replacement) of the train and test splits.
-
-        ``None`` keeps a split whole.  Rows keep their original relative order.
-        """
-        g = torch.Generator().manual_seed(int(seed))
-
-        def pick(x: torch.Tensor, y: torch.Tensor, k: int | None, which: str) -> tuple[torch.Tensor, torch.Tensor]:
-            if k is None:
-                return x, y
-            if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k <= x.shape[0]:
-                raise ValueError(f"{which} must be an int in [0, {x.shape[0]}], got {k!r}.")
-            idx = torch.randperm(x.shape[0], generator=g)[:k].sort().values
-            return x[idx], y[idx]
-
-        xtr, ytr = pick(self.x_train, self.y_train, n_train, "n_train")
-        xte, yte = pick(self.x_test, self.y_test, n_test, "n_test")
-        return Dataset(xtr, ytr, xte, yte, self.num_classes, self.name, dict(self.info))
-
-    def select_classes(self, classes: Sequence[int]) -> Dataset:
-        """Keep only ``classes`` and relabel them ``0, 1, ...`` in the given order.
-
-        E.g. ``cifar.select_classes([3, 7])`` gives the cats (0) vs horses (1)
-        task of Hu et al.
-        """
-        if self.num_classes is None:
-            raise ValueError("select_classes needs a classification data set; this one is regression.")
-        classes = [int(c) for c in classes]
-        if len(set(classes)) != len(classes) or not classes:
-            raise ValueError(f"classes must be a non-empty list of distinct labels, got {classes}.")
-        bad = [c for c in classes if not 0 <= c < self.num_classes]
-        if bad:
-            raise ValueError(f"classes {bad} are outside [0, {self.num_classes}).")
-        lut = torch.full((self.num_classes,), -1, dtype=torch.int64)
-        lut[torch.tensor(classes)] = torch.arange(len(classes))
-
-        def keep(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            m = lut[y] >= 0
-            return x[m], lut[y[m]]
-
-        xtr, ytr = keep(self.x_train, self.y_train)
-        xte, yte = keep(self.x_test, self.y_test)
-        info = dict(self.info, classes=classes)
-        return Dataset(xtr, ytr, xte, yte, len(classes), f"{self.name}{classes}", info)
-
-
-# --------------------------------------------------------------------------
 # helpers
 # --------------------------------------------------------------------------
-
-
-def _check_int(value: Any, name: str, minimum: int = 0) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an int, got {value!r}.")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}.")
-    return int(value)
 
 
 def _torch_gen(seed: int) -> torch.Generator:
@@ -256,9 +117,13 @@ def normalize_to_sphere(x: torch.Tensor, radius: float | None = None) -> torch.T
     """Rescale each row of ``x`` (shape ``(n, d)``) to norm ``radius`` (default ``sqrt(d)``, i.e. ``|x|^2 = d``)."""
     if not isinstance(x, torch.Tensor) or x.dim() != 2:
         raise ValueError("normalize_to_sphere expects a 2-D tensor of shape (n, d).")
+    if radius is not None and (isinstance(radius, bool) or not isinstance(radius, (int, float, np.integer, np.floating))):
+        raise TypeError(f"radius must be a positive number or None, got {radius!r}.")
     r = math.sqrt(x.shape[1]) if radius is None else float(radius)
-    if not r > 0:
-        raise ValueError(f"radius must be positive, got {radius}.")
+    if not (r > 0 and math.isfinite(r)):
+        raise ValueError(f"radius must be positive and finite, got {radius}.")
+    if (x.is_floating_point() or x.is_complex()) and not bool(torch.isfinite(x).all()):
+        raise ValueError("x holds NaN or infinite values, which have no direction; remove or impute those rows first.")
     norms = x.norm(dim=1, keepdim=True)
     if bool((norms == 0).any()):
         raise ValueError("cannot project a zero row onto the sphere.")
@@ -391,51 +256,3 @@ def gaussian_mixture(
     x_te, y_te = split(n_test)
     info = {"mean": mu, "mean_norm": mean_norm, "noise": noise, "seed": seed}
     return Dataset(x_tr, y_tr, x_te, y_te, 2, "gaussian_mixture", info)
-
-
-# --------------------------------------------------------------------------
-# dispatcher
-# --------------------------------------------------------------------------
-
-#: Names accepted by :func:`load_dataset`.
-DATASET_NAMES: tuple[str, ...] = ("cifar10", "digits", "gaussian_mixture", "gaussian_teacher", "mnist", "mnist1d")
-
-_ALIASES = {"cifar_10": "cifar10", "mnist_1d": "mnist1d", "sklearn_digits": "digits"}
-
-
-def load_dataset(name: str, **kwargs: Any) -> Dataset:
-    """Load a data set by name; keyword arguments go to the loader.
-
-    ============================  ====================================================
-    name                          loader
-    ============================  ====================================================
-    ``"digits"``                  :func:`load_digits`
-    ``"mnist1d"``                 :func:`lazyrich.data.mnist1d.make_mnist1d`
-    ``"mnist"``                   :func:`lazyrich.data.readers.read_mnist` (``root=``)
-    ``"cifar10"``                 :func:`lazyrich.data.readers.read_cifar10` (``root=``)
-    ``"gaussian_mixture"``        :func:`gaussian_mixture`
-    ``"gaussian_teacher"``        :func:`gaussian_teacher`
-    ============================  ====================================================
-
-    Names are case-insensitive and ``-`` may replace ``_`` (``"CIFAR-10"`` works).
-    """
-    if not isinstance(name, str):
-        raise TypeError(f"data set name must be a string, got {type(name).__name__}.")
-    key = name.strip().lower().replace("-", "_")
-    key = _ALIASES.get(key, key)
-    from lazyrich.data.mnist1d import make_mnist1d
-    from lazyrich.data.readers import read_cifar10, read_mnist
-
-    loaders: dict[str, Callable[..., Dataset]] = {
-        "digits": load_digits,
-        "mnist1d": make_mnist1d,
-        "mnist": read_mnist,
-        "cifar10": read_cifar10,
-        "gaussian_mixture": gaussian_mixture,
-        "gaussian_teacher": gaussian_teacher,
-    }
-    if key not in loaders:
-        raise ValueError(f"unknown data set {name!r}; choose one of {', '.join(DATASET_NAMES)}.")
-    if key in ("mnist", "cifar10") and "root" not in kwargs:
-        raise TypeError(f"load_dataset({key!r}) needs root='path/to/dir' pointing at the directory holding its files.")
-    return loaders[key](**kwargs)

@@ -43,7 +43,7 @@ import numpy as np
 import torch
 from scipy.ndimage import gaussian_filter1d
 
-from lazyrich.data.datasets import Dataset, _check_int
+from lazyrich.data.base import Dataset, _check_int
 
 __all__ = ["MNIST1D_RAW_TEMPLATES", "mnist1d_templates", "make_mnist1d"]
 
@@ -141,6 +141,8 @@ def make_mnist1d(
     n_total = n_train + n_test
     if n_total < 1:
         raise ValueError("n_train + n_test must be at least 1.")
+    if isinstance(padding, (str, bytes)) or not hasattr(padding, "__len__") or len(padding) != 2:
+        raise TypeError(f"padding must be a pair (lo, hi) of ints, e.g. (36, 60), got {padding!r}.")
     lo, hi = (_check_int(v, "padding", 0) for v in padding)
     if lo > hi:
         raise ValueError(f"padding must be (lo, hi) with lo <= hi, got {padding}.")

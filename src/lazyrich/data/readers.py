@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from lazyrich.data.datasets import Dataset
+from lazyrich.data.base import Dataset
 
 __all__ = ["MNIST_FILES", "CIFAR10_FILES", "read_idx", "read_mnist", "read_cifar10"]
 
