@@ -10,7 +10,9 @@
 from .analysis import Run, load_run, streaming_gram
 from .batched import BatchedResult, batched_top_eigenvalue, train_two_layer_batched
 from .store import RunStore, RunStoreError, environment_record
-from .tracker import ActivationRecorder, Schedule, Tracker, compute_loss, parse_schedule
+from .losses import compute_loss
+from .schedule import Schedule, parse_schedule
+from .tracker import ActivationRecorder, Tracker
 from .train import data_order_seed, lr_factor, train
 
 __all__ = [

@@ -24,8 +24,11 @@ import pandas as pd
 import torch
 import torch.nn as nn
 
+from .inputs import as_xy
+from .layer_lrs import resolve_layer_lrs
+from .losses import _check_loss, compute_loss
+from .schedule import parse_schedule
 from .store import RunStore
-from .tracker import _check_loss, as_xy, compute_loss, parse_schedule, resolve_layer_lrs
 
 __all__ = ["train", "data_order_seed", "lr_factor"]
 
@@ -151,7 +154,7 @@ def train(
     batch_size : int, optional
         ``None`` (or ``>= n``): full-batch gradient descent. Otherwise seeded minibatches (module docstring).
     loss : {"cross_entropy", "mse"}
-        See :func:`lazyrich.dynamics.tracker.compute_loss` (MSE is ``0.5 ||f - y||^2`` averaged over samples).
+        See :func:`lazyrich.dynamics.losses.compute_loss` (MSE is ``0.5 ||f - y||^2`` averaged over samples).
     lr_schedule : None, "cosine", "step", "linear" or callable(step) -> factor
         Multiplies every learning rate at step ``s`` (a function of the absolute step and ``steps``).
     layer_lrs : dict, optional
@@ -168,7 +171,7 @@ def train(
     start_step : int
         Step of the given model state (e.g. the switch point ``t``); data order and schedule continue from it.
     checkpoint_steps : int, dict or list, optional
-        Schedule of checkpoints (:func:`lazyrich.dynamics.tracker.parse_schedule`); default the tracker's schedule,
+        Schedule of checkpoints (:func:`lazyrich.dynamics.schedule.parse_schedule`); default the tracker's schedule,
         or every ``max(1, steps // 10)`` steps without a tracker. The final step is always checkpointed.
     progress : bool
         tqdm progress bar (only on a terminal).
