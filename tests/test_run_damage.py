@@ -77,7 +77,7 @@ def test_manifest_records_every_file_with_its_sha256(ref, capsys):
         assert rec == {"size": len(raw), "sha256": hashlib.sha256(raw).hexdigest()}, rel
     assert {"metrics.csv", "kernels/index.csv", K10, "checkpoints/step_00000030.pt"} <= set(records)
     code, out = _check(d, capsys)
-    assert code == 0 and "intact" in out and "checksums verified" in out
+    assert code == 0 and f"intact ({len(records)} files, {len(records)} checked against their SHA-256)" in out
     assert load_run(d, verify=True).kernel_steps.tolist() == list(range(0, 31, 5))
 
 
@@ -309,3 +309,8 @@ def test_kill_9_of_lazyrich_run_then_rerun_equals_uninterrupted(tmp_path, capsys
     for n in want:
         torch.testing.assert_close(final[n], want[n], rtol=1e-6, atol=1e-9)
     assert _check(d, capsys)[0] == 0
+
+
+def test_check_refuses_a_directory_that_is_not_a_run(tmp_path, capsys):
+    assert cli(["check", str(tmp_path)]) == 1
+    assert "is not a run directory (no config.json)" in capsys.readouterr().err

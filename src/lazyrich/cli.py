@@ -174,7 +174,9 @@ def _check(run_dir: Path) -> int:
     if not run_dir.is_dir() or not (run_dir / "config.json").exists():
         raise RunStoreError(f"{run_dir} is not a run directory (no config.json); pass a directory written by `lazyrich run`.")
     res = check_run(run_dir, checksums=True)
-    how = "sizes and completeness only: no manifest (legacy run)" if res.legacy else "checksums verified"
+    n_sum = res.n_files - len(res.unrecorded)
+    how = ("sizes and completeness only: no manifest (legacy run)" if res.legacy else
+           f"{n_sum} checked against their SHA-256" + (f", {len(res.unrecorded)} for completeness only" if res.unrecorded else ""))
     if res.legacy:
         print(f"lazyrich check: {run_dir} has no manifest (written by an older lazyrich); checking sizes, headers, "
               "zip CRCs and NaN only")
@@ -183,7 +185,8 @@ def _check(run_dir: Path) -> int:
     if res.set_aside:
         print(f"  set aside earlier (kept, not used): {', '.join(res.set_aside)}")
     if not res.legacy and res.unrecorded:
-        print(f"  not in the manifest (checked for completeness only): {', '.join(res.unrecorded)}")
+        names = ", ".join(res.unrecorded[:5]) + (f", ... ({len(res.unrecorded) - 5} more)" if len(res.unrecorded) > 5 else "")
+        print(f"  not in the manifest (checked for completeness only): {names}")
     if res.unreadable_records:
         print(f"  manifest.jsonl: {res.unreadable_records} line(s) cut short by an interruption were ignored")
     if res.ok:
