@@ -99,6 +99,29 @@ def _tracker(probe=None, train_kw=None, **kw):
     return call
 
 
+def _damaged_run(damage, *, verify=False, read=False):
+    """A run directory with two kernels, damaged by ``damage(kernel_file)``, then opened with load_run."""
+
+    def call():
+        import tempfile
+        from pathlib import Path
+
+        import numpy as np
+
+        from lazyrich.dynamics import RunStore, load_run
+
+        d = Path(tempfile.mkdtemp()) / "run"
+        with RunStore(d, {"experiment": "bad-input"}, seed=0) as st:
+            st.save_kernel(0, np.eye(3))
+            f = st.save_kernel(1, 2 * np.eye(3))
+        damage(f)
+        run = load_run(d, verify=verify)
+        if read:
+            run.kernel_distance_matrix()
+
+    return call
+
+
 def _train_cases():
     import torch
 
@@ -141,6 +164,23 @@ def _tracker_cases():
     ]
 
 
+def _damaged_run_cases():
+    import numpy as np
+
+    from lazyrich.dynamics import RunStoreError
+
+    fix = r"rerun the run on (this|its) directory .*lazyrich check"
+    return [
+        ("load_run-deleted-kernel", _damaged_run(lambda f: f.unlink()), RunStoreError, r"step_00000001.npy .*is missing.*" + fix),
+        ("load_run-truncated-npy", _damaged_run(lambda f: f.write_bytes(f.read_bytes()[:100])), RunStoreError,
+         r"step_00000001.npy .*is truncated.*" + fix),
+        ("load_run-nan-kernel", _damaged_run(lambda f: np.save(f, np.full((3, 3), np.nan, np.float32)), read=True),
+         RunStoreError, r"step_00000001.npy holds NaN.*" + fix),
+        ("load_run-altered-kernel-verify", _damaged_run(lambda f: np.save(f, np.eye(3, dtype=np.float32)), verify=True),
+         RunStoreError, r"step_00000001.npy .*SHA-256.*" + fix),
+    ]
+
+
 OTHER_CASES: list = [
     ("kernel_distance-string", _kd("abc", [[1.0]]), TypeError, r"numeric array or tensor"),
     ("kernel_distance-object-array", _kd("object", [[1.0, 2.0]]), TypeError, r"numeric array or tensor"),
@@ -151,6 +191,7 @@ OTHER_CASES: list = [
     *_linearize_cases(),
     *_train_cases(),
     *_tracker_cases(),
+    *_damaged_run_cases(),
 ]
 
 CASES = NTK_CASES + OTHER_CASES
