@@ -16,7 +16,7 @@ from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Dict, Iterator, List, Optional
 
-__all__ = ["EXECUTORS", "default_workers", "threads_per_worker", "run_local", "run_ray", "execute"]
+__all__ = ["EXECUTORS", "default_workers", "threads_per_worker", "run_local", "run_ray", "execute", "check_address"]
 
 EXECUTORS = ("local", "ray")
 
@@ -85,7 +85,7 @@ def run_local(specs: List[Dict[str, Any]], workers: Optional[int] = None) -> Ite
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _check_address(address: str) -> None:
+def check_address(address: str) -> None:
     """One sentence when a ``host:port`` Ray address cannot be reached (before Ray's own long retries)."""
     if address in ("auto", "local"):
         return
@@ -117,10 +117,11 @@ def run_ray(specs: List[Dict[str, Any]], workers: Optional[int] = None,
 
     if workers is not None:
         _check_workers(workers)
+    if address:
+        check_address(address)
     started = False
     if not ray.is_initialized():
         if address:
-            _check_address(address)
             ray.init(address=address, include_dashboard=False, log_to_driver=False)
         else:
             ray.init(num_cpus=workers or default_workers(), include_dashboard=False, log_to_driver=False)

@@ -29,7 +29,7 @@ import pandas as pd
 from lazyrich.experiments.protocol import config_to_dict
 from lazyrich.sweep import cells as _cells
 from lazyrich.sweep.aggregate import aggregate
-from lazyrich.sweep.executors import execute
+from lazyrich.sweep.executors import check_address, execute
 from lazyrich.sweep.grid import build_grid, cells as grid_cells, config_hash
 
 __all__ = ["run_sweep", "plan_sweep", "SweepPlan", "SweepResult", "SweepError", "is_sweep_dir", "FORMAT"]
@@ -257,6 +257,8 @@ def run_sweep(experiment: str, preset: str = "quick", overrides: Sequence[str] =
         except ImportError:
             raise ImportError("the ray executor needs Ray; install it with pip install 'lazyrich[ray]' "
                               "or use --executor local.") from None
+        if address:
+            check_address(address)
     out = Path(out).absolute()
     if out.exists() and not out.is_dir():
         raise SweepError(f"{out} exists and is not a directory; choose another --out directory.")
