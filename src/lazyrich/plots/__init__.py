@@ -14,6 +14,7 @@ from lazyrich.plots.figures import (
     save_figures,
 )
 from lazyrich.plots.rebalance import fig_lenet_rebalance
+from lazyrich.plots.single_neuron import fig_single_neuron
 from lazyrich.plots.report import format_headline, headline_numbers, report
 
 __all__ = [
@@ -32,4 +33,5 @@ __all__ = [
     "format_headline",
     "report",
     "fig_lenet_rebalance",
+    "fig_single_neuron",
 ]
