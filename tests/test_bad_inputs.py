@@ -44,6 +44,27 @@ def _linearize_cases():
     ]
 
 
+def _student(tau, delta):
+    from lazyrich.models.teacher_student import student
+
+    return lambda: student(tau, delta, d=3, width=4, seed=0)
+
+
+def _regime_no_kernels():
+    import tempfile
+
+    from lazyrich.dynamics import RunStore, classify_regime
+
+    def call():
+        with tempfile.TemporaryDirectory() as tmp:
+            store = RunStore(tmp, {"experiment": "x"}, seed=0)
+            for step in range(3):
+                store.append_metrics({"step": step, "train_loss": 1.0})
+            classify_regime(tmp)
+
+    return call
+
+
 OTHER_CASES: list = [
     ("kernel_distance-string", _kd("abc", [[1.0]]), TypeError, r"numeric array or tensor"),
     ("kernel_distance-object-array", _kd("object", [[1.0, 2.0]]), TypeError, r"numeric array or tensor"),
@@ -52,6 +73,9 @@ OTHER_CASES: list = [
     ("kernel_distance-nan", _kd([[float("nan")]], [[1.0]]), ValueError, r"NaN or inf; recompute"),
     ("kernel_distance-empty", _kd([[]], [[]]), ValueError, r"at least one probe sample"),
     *_linearize_cases(),
+    ("student-tau-zero", _student(0.0, 0.0), ValueError, r"tau must be a positive finite number"),
+    ("student-delta-inf", _student(0.1, float("inf")), ValueError, r"delta must be finite"),
+    ("classify_regime-no-kernel-checkpoints", _regime_no_kernels(), ValueError, r"record the kernel at several checkpoints"),
 ]
 
 CASES = NTK_CASES + OTHER_CASES

@@ -40,6 +40,8 @@ def test_paper_reading_lazy_rich_delayed(quick_table):
     assert S_end[4] < 0.01 < 0.1 < S_end[0] < S_end[-4]          # upstream lazy, balanced rich, downstream moves most
     g = df[df.delta == -4]
     assert g[g.t <= 2].S_exact.max() < 0.01                       # ... but late: delayed rich
+    verdict = df.groupby("delta").regime.first()
+    assert verdict[-4] == verdict[-2] == "delayed-rich" and verdict[0] == "rich" and verdict[2] == verdict[4] == "lazy"
 
 
 def test_initialization_and_rerun(quick_table, tmp_path):

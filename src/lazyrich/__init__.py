@@ -32,6 +32,7 @@ _EXPORTS = {
     "RunStoreError": "lazyrich.dynamics",
     "load_run": "lazyrich.dynamics",
     "Run": "lazyrich.dynamics",
+    "classify_regime": "lazyrich.dynamics",
     "rebalance": "lazyrich.models",
     "layer_balance": "lazyrich.models",
 }

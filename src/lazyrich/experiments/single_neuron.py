@@ -16,7 +16,8 @@ Two solutions are written side by side at ``n_times`` equally spaced times ``t``
 
 ``results.csv``: one row per ``(delta, t)`` with ``S_exact, S_gd`` (kernel distance ``S(0, t)``),
 ``beta1_*, beta2_*`` (``beta = a w``), ``a_*``, ``wnorm_*`` (the parameter path lies on the hyperbola
-``a^2 - ||w||^2 = delta``), ``loss_*``.  The paper's reading (main text, "Upstream/Balanced/Downstream"):
+``a^2 - ||w||^2 = delta``), ``loss_*``, and ``regime``: :func:`lazyrich.dynamics.classify_regime` of the
+gradient-descent trajectory of that delta.  The paper's reading (main text, "Upstream/Balanced/Downstream"):
 ``delta >> 0`` lazy, ``delta = 0`` rich, ``delta << 0`` delayed rich.
 """
 
@@ -37,7 +38,7 @@ from lazyrich.experiments.protocol import Experiment, Preset
 __all__ = ["SingleNeuronConfig", "run", "EXPERIMENT", "COLUMNS", "initialization"]
 
 COLUMNS: Tuple[str, ...] = ("delta", "t", "step", "S_exact", "S_gd", "beta1_exact", "beta2_exact", "beta1_gd",
-                            "beta2_gd", "a_exact", "a_gd", "wnorm_exact", "wnorm_gd", "loss_exact", "loss_gd")
+                            "beta2_gd", "a_exact", "a_gd", "wnorm_exact", "wnorm_gd", "loss_exact", "loss_gd", "regime")
 
 
 @dataclass(frozen=True)
@@ -114,6 +115,7 @@ def run(config: SingleNeuronConfig, out_dir, *, progress: bool = False, threads:
     if device not in (None, "cpu"):
         raise ValueError(f"single-neuron runs on the CPU; drop device={device!r} or pass device=cpu.")
     from lazyrich.dynamics import RunStore
+    from lazyrich.dynamics.regime import regime_table
     from lazyrich.dynamics.store import atomic_write_bytes
     from lazyrich.theory import single_neuron as sn
 
@@ -176,7 +178,10 @@ def run(config: SingleNeuronConfig, out_dir, *, progress: bool = False, threads:
                              "a_exact": a_ex[j], "a_gd": a_gd[i], "wnorm_exact": float(np.linalg.norm(w_ex[j])),
                              "wnorm_gd": float(np.linalg.norm(w_gd[i])), "loss_exact": L_ex[j],
                              "loss_gd": L_gd[i]})
-        df = pd.DataFrame(rows, columns=list(COLUMNS))
+        df = pd.DataFrame(rows, columns=list(COLUMNS[:-1]))
+        verdicts = regime_table(df[["delta", "t", "S_gd", "loss_gd"]].rename(columns={"S_gd": "S", "loss_gd": "loss"}),
+                                by="delta").set_index("delta").regime
+        df["regime"] = df.delta.map(verdicts)
         atomic_write_bytes(path, df.to_csv(index=False).encode())
     finally:
         torch.set_num_threads(before)
