@@ -15,6 +15,7 @@ from lazyrich.plots.figures import (
 )
 from lazyrich.plots.rebalance import fig_lenet_rebalance
 from lazyrich.plots.single_neuron import fig_single_neuron
+from lazyrich.plots.teacher_student import fig_teacher_student_maps
 from lazyrich.plots.report import format_headline, headline_numbers, report
 
 __all__ = [
@@ -34,4 +35,5 @@ __all__ = [
     "report",
     "fig_lenet_rebalance",
     "fig_single_neuron",
+    "fig_teacher_student_maps",
 ]
