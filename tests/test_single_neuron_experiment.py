@@ -69,3 +69,14 @@ def test_figure(quick_table):
     path, _ = quick_table
     fig = fig_single_neuron(path)
     assert len(fig.axes) == 3
+
+
+def test_report_draws_the_declared_figure_and_the_regime_line(quick_table):
+    from lazyrich.plots import report
+    from lazyrich.plots.report import regime_summary
+
+    path, df = quick_table
+    page = report(path).read_text()
+    assert "fig_single_neuron" in page and (path / "figures" / "fig_single_neuron.png").exists()
+    line = regime_summary(path)
+    assert line in page and "delayed-rich × 2" in line and "lazy × 2" in line
