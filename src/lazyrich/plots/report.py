@@ -152,8 +152,8 @@ def _experiment_figures(path: Path, exp: str, fig_dir: Path) -> Dict[str, tuple]
     from lazyrich.experiments import registry
     from lazyrich.plots.figures import save_figure
 
-    if exp not in registry.names():
-        return {}
+    if exp not in registry.names() or not (path / "results.csv").exists():
+        return {}  # cone-style runs draw from the stored kernels through FIGURES instead
     out = {}
     for name in registry.get(exp).figures:
         fn = getattr(plots, name, None)
