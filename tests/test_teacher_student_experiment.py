@@ -19,7 +19,7 @@ from lazyrich.experiments.teacher_student import (COLUMNS, TeacherStudentConfig,
 from lazyrich.ntk import empirical_ntk, kernel_distance
 
 SMALL = TeacherStudentConfig(d=5, width=8, n_train=30, n_test=50, taus=(0.1, 2.0), deltas=(-1.0, 0.0, 1.0),
-                             seeds=(0,), steps=300, n_checkpoints=6, n_probe=20)
+                             seeds=(0,), steps=300, n_checkpoints=6, n_probe=20, fig1a_steps=0)
 
 
 class _Student(nn.Module):
@@ -84,7 +84,7 @@ def test_kill9_and_resume_gives_the_same_table(small, tmp_path):
     code = ("import sys; from dataclasses import replace; from lazyrich.experiments.teacher_student import run, "
             "TeacherStudentConfig as T; "
             f"run(replace(T(), d=5, width=8, n_train=30, n_test=50, taus=(0.1, 2.0), deltas=(-1.0, 0.0, 1.0), "
-            f"seeds=(0,), steps=4000, n_checkpoints=8, n_probe=20), sys.argv[1])")
+            f"seeds=(0,), steps=4000, n_checkpoints=8, n_probe=20, fig1a_steps=0), sys.argv[1])")
     out = tmp_path / "killed"
     proc = subprocess.Popen([sys.executable, "-c", code, str(out)])
     deadline = time.time() + 120
@@ -106,6 +106,24 @@ def test_bad_inputs(tmp_path, monkeypatch):
     with pytest.raises(MemoryError, match="split the grid"):
         run(SMALL, tmp_path / "mem")
     assert registry.get("teacher-student").preset("paper").d == 100
+
+
+def test_fig1a_side_run_small_scale_turns_neurons_large_scale_does_not(tmp_path):
+    from lazyrich.experiments.teacher_student import fig1a_trajectories
+    from lazyrich.plots import fig_teacher_student_neurons
+
+    df = fig1a_trajectories(steps=2000, lr=5e-3, n_records=8)
+    assert set(df.columns) == {"tau", "delta", "step", "neuron", "w1", "w2", "a"} and df.tau.isna().sum() == 3
+
+    def turn(tau, delta):
+        g = df[(df.tau == tau) & (df.delta == delta)]
+        first, last = g[g.step == 0].set_index("neuron"), g[g.step == 2000].set_index("neuron")
+        cos = (first.w1 * last.w1 + first.w2 * last.w2) / np.hypot(first.w1, first.w2) / np.hypot(last.w1, last.w2)
+        return float(np.degrees(np.arccos(cos.clip(-1, 1))).mean())
+
+    assert turn(0.1, 0.0) > 10 * turn(2.0, 0.0)
+    df.to_csv(tmp_path / "trajectories.csv", index=False)
+    assert len(fig_teacher_student_neurons(tmp_path).axes) == 2
 
 
 def test_figure(small):

@@ -18,7 +18,8 @@ and test MSE, and -- with ``lazy_prediction`` -- the test MSE of the linearized 
 trained by the same GD (:func:`lazyrich.ntk.lazy_predict`), so ``test_loss - lazy_test_loss`` says whether
 the kernel's movement mattered.  ``regime``: :func:`lazyrich.dynamics.classify_regime` of each cell.
 
-``results.csv``: one row per ``(tau, delta, seed, step)``.  A killed run resumes from its last checkpoint
+``results.csv``: one row per ``(tau, delta, seed, step)``; ``trajectories.csv``: the Fig. 1a side run
+(:func:`fig1a_trajectories`, d = 2).  A killed run resumes from its last checkpoint
 (``checkpoints/``); a finished one returns at once.
 """
 
@@ -86,6 +87,10 @@ class TeacherStudentConfig:
         Training points on which the NTK and the activation patterns are evaluated.
     lazy_prediction : bool
         Also record the test loss of the linearized model (closed form) at each checkpoint.
+    fig1a_steps : int
+        Steps of the Fig. 1a side run (d=2, h=50, k=3, n=20; 0 skips it).
+    fig1a_lr : float
+        Learning rate of the Fig. 1a side run (the paper: 1e-4 for 1e6 steps).
     """
 
     preset: str = "quick"
@@ -102,6 +107,8 @@ class TeacherStudentConfig:
     n_checkpoints: int = 16
     n_probe: int = 200
     lazy_prediction: bool = True
+    fig1a_steps: int = 20000
+    fig1a_lr: float = 5e-3
 
     def validated(self) -> "TeacherStudentConfig":
         from lazyrich.models.teacher_student import check_tau_delta
@@ -121,6 +128,8 @@ class TeacherStudentConfig:
         if len(set(self.seeds)) != len(self.seeds) or len(set(self.taus)) != len(self.taus) \
                 or len(set(self.deltas)) != len(self.deltas):
             raise ValueError("taus, deltas and seeds must not repeat a value; drop the duplicates.")
+        if self.fig1a_steps < 0 or not (math.isfinite(self.fig1a_lr) and self.fig1a_lr > 0):
+            raise ValueError(f"fig1a_steps must be >= 0 and fig1a_lr positive, got {self.fig1a_steps}, {self.fig1a_lr}.")
         if not (math.isfinite(self.lr_scale) and self.lr_scale > 0):
             raise ValueError(f"lr_scale must be a positive number, got {self.lr_scale}.")
         return self
@@ -181,6 +190,38 @@ def _problem(config, seed):
 def _record_steps(config):
     T = config.steps
     return sorted({0, T} | set(np.unique(np.round(np.geomspace(1, T, config.n_checkpoints)).astype(int)).tolist()))
+
+
+#: (tau, delta) of the four students of Fig. 1a (left: small vs large scale; right: upstream vs downstream).
+FIG1A_CELLS: Tuple[Tuple[float, float], ...] = ((0.1, 0.0), (2.0, 0.0), (0.1, 1.0), (0.1, -1.0))
+
+
+def fig1a_trajectories(steps: int, lr: float, seed: int = 0, n_records: int = 40) -> pd.DataFrame:
+    """Kunin et al. Fig. 1a: one teacher (d=2, k=3), n=20 points, four students of width 50 with the same base
+    at the (tau, delta) of :data:`FIG1A_CELLS`, trained together by full-batch GD with step ``lr``. Rows: tau,
+    delta, step, neuron, w1, w2, a (every neuron at log-spaced steps); teacher neurons have ``tau = nan``."""
+    from lazyrich.dynamics import train_two_layer_batched
+    from lazyrich.models.teacher_student import scale_student
+
+    cfg = TeacherStudentConfig(d=2, width=50, teacher_width=3, n_train=20, n_test=1, n_probe=20)
+    x, y, _, _, w, a = _problem(cfg, seed)
+    W, A = map(torch.stack, zip(*[scale_student(w, a, t, dl) for t, dl in FIG1A_CELLS]))
+    rec = sorted({0, steps} | set(np.unique(np.round(np.geomspace(1, steps, n_records)).astype(int)).tolist()))
+    rows = []
+
+    def keep(k, ww, aa):
+        for c, (tau, delta) in enumerate(FIG1A_CELLS):
+            for i in range(ww.shape[1]):
+                rows.append((tau, delta, k, i, float(ww[c, i, 0]), float(ww[c, i, 1]), float(aa[c, i])))
+
+    train_two_layer_batched(W, A, x, y, lr=lr, loss_tol=0.0, max_steps=steps, record_steps=rec, callback=keep)
+    from lazyrich.data import gaussian_teacher
+
+    info = gaussian_teacher(20, 2, n_test=1, k=3, inputs="unit_sphere", seed=seed).info
+    for i in range(3):
+        rows.append((math.nan, math.nan, 0, i, float(info["teacher_w"][i, 0]), float(info["teacher_w"][i, 1]),
+                     float(info["teacher_a"][i])))
+    return pd.DataFrame(rows, columns=["tau", "delta", "step", "neuron", "w1", "w2", "a"])
 
 
 def run(config: TeacherStudentConfig, out_dir, *, progress: bool = False, threads: Optional[int] = None,
@@ -295,6 +336,9 @@ def run(config: TeacherStudentConfig, out_dir, *, progress: bool = False, thread
                                by=["tau", "delta", "seed"])
         df = df.merge(verdict[["tau", "delta", "seed", "regime"]], on=["tau", "delta", "seed"], how="left")
         df = df.sort_values(["tau", "delta", "seed", "step"]).reset_index(drop=True)
+        if config.fig1a_steps > 0:
+            traj = fig1a_trajectories(config.fig1a_steps, config.fig1a_lr, seed=int(config.seeds[0]))
+            atomic_write_bytes(store.path / "trajectories.csv", traj.to_csv(index=False).encode())
         atomic_write_bytes(path, df[list(COLUMNS)].to_csv(index=False).encode())
     finally:
         torch.set_num_threads(before)
@@ -308,7 +352,7 @@ def _quick() -> TeacherStudentConfig:
 def _paper() -> TeacherStudentConfig:
     return TeacherStudentConfig(preset="paper", d=100, width=50, teacher_width=3, n_train=1000, n_test=10000,
                                 taus=_geom(0.1, 2.0, 10), deltas=_lin(-1.0, 1.0, 11), seeds=tuple(range(16)),
-                                steps=10 ** 6, n_checkpoints=25, n_probe=200)
+                                steps=10 ** 6, n_checkpoints=25, n_probe=200, fig1a_steps=10 ** 6, fig1a_lr=1e-4)
 
 
 #: The experiment as the registry sees it.
@@ -324,5 +368,5 @@ EXPERIMENT = Experiment(
                         "1e6 steps (split the seeds over runs).", _paper),
     },
     run=run,
-    figures=("fig_teacher_student_maps",),
+    figures=("fig_teacher_student_maps", "fig_teacher_student_neurons"),
 )

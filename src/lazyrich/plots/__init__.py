@@ -17,7 +17,7 @@ from lazyrich.plots.rebalance import fig_lenet_rebalance
 from lazyrich.plots.single_neuron import fig_single_neuron
 from lazyrich.plots.early_time import (fig_early_time_discrepancy, fig_early_time_logits, fig_early_time_losses,
                                        fig_early_time_norm)
-from lazyrich.plots.teacher_student import fig_teacher_student_maps
+from lazyrich.plots.teacher_student import fig_teacher_student_maps, fig_teacher_student_neurons
 from lazyrich.plots.report import format_headline, headline_numbers, report
 
 __all__ = [
@@ -42,4 +42,5 @@ __all__ = [
     "fig_early_time_discrepancy",
     "fig_early_time_norm",
     "fig_teacher_student_maps",
+    "fig_teacher_student_neurons",
 ]

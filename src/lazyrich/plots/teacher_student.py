@@ -11,7 +11,7 @@ from matplotlib.figure import Figure
 
 from lazyrich.plots.rebalance import read_tables
 
-__all__ = ["fig_teacher_student_maps", "final_maps"]
+__all__ = ["fig_teacher_student_maps", "fig_teacher_student_neurons", "final_maps"]
 
 _PANELS = (("test_loss", "test loss (Fig. 1b)", True), ("kernel_distance", "kernel distance S(0, T) (Fig. 1c)", False),
            ("hamming", "Hamming distance", False), ("param_distance_rel", "‖θ_T − θ_0‖ / ‖θ_0‖", True),
@@ -57,4 +57,41 @@ def fig_teacher_student_maps(source) -> Figure:
         ax.set_ylabel("τ")
         ax.set_title(title, fontsize=9)
         fig.colorbar(im, ax=ax, shrink=0.85)
+    return fig
+
+
+def fig_teacher_student_neurons(source) -> Figure:
+    """Fig. 1a: direction (angle in degrees) of every student neuron w_i in the plane (d = 2) against step,
+    from one shared base: left tau=0.1 vs tau=2 at delta=0, right delta=1 vs delta=-1 at tau=0.1; line width
+    ~ the neuron's final |a_i| ||w_i||; teacher directions as dashed lines."""
+    from pathlib import Path
+
+    files = sorted(Path(source).rglob("trajectories.csv"))
+    if not files:
+        raise FileNotFoundError(f"no trajectories.csv under {source}; run teacher-student with fig1a_steps > 0.")
+    df = pd.read_csv(files[0])
+    teacher = df[df.tau.isna()]
+    fig = Figure(figsize=(11, 4.2), dpi=110, layout="constrained")
+    FigureCanvasAgg(fig)
+    panels = (((0.1, 0.0), (2.0, 0.0)), ((0.1, 1.0), (0.1, -1.0)))
+    colors = ("tab:red", "tab:blue")
+    for k, pair in enumerate(panels):
+        ax = fig.add_subplot(1, 2, k + 1)
+        for (tau, delta), color in zip(pair, colors):
+            g = df[(df.tau == tau) & (df.delta == delta) & (df.step > 0)]
+            if g.empty:
+                continue
+            size = g[g.step == g.step.max()].set_index("neuron").eval("a.abs() * (w1 ** 2 + w2 ** 2) ** 0.5")
+            size = size / size.max()
+            for j, (i, h) in enumerate(g.groupby("neuron")):
+                h = h.sort_values("step")
+                ax.plot(h.step, np.degrees(np.arctan2(h.w2, h.w1)), color=color, lw=0.3 + 2.0 * size[i],
+                        alpha=0.8, label=f"τ={tau:g}, δ={delta:g}" if j == 0 else None)
+        for _, r in teacher.iterrows():
+            ax.axhline(np.degrees(np.arctan2(r.w2, r.w1)), color="k", ls="--", lw=1)
+        ax.set_xscale("log")
+        ax.set_xlabel("step")
+        ax.set_ylabel("angle of w_i (degrees)")
+        ax.set_title("Fig. 1a: neuron directions (teacher dashed)", fontsize=9)
+        ax.legend(fontsize=7)
     return fig
