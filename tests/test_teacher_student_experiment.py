@@ -106,6 +106,10 @@ def test_bad_inputs(tmp_path, monkeypatch):
     with pytest.raises(MemoryError, match="split the grid"):
         run(SMALL, tmp_path / "mem")
     assert registry.get("teacher-student").preset("paper").d == 100
+    env = {**os.environ, "LAZYRICH_MEMORY_BUDGET_GB": "0.0001"}
+    proc = subprocess.run([sys.executable, "-m", "lazyrich", "run", "teacher-student", "--preset", "quick",
+                           "--out", str(tmp_path / "cli")], capture_output=True, text=True, env=env)
+    assert proc.returncode == 1 and "split the grid" in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_fig1a_side_run_small_scale_turns_neurons_large_scale_does_not(tmp_path):

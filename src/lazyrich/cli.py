@@ -138,7 +138,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if args.command == "report":
             _report(Path(args.run_dir))
             return 0
-    except (RunStoreError, FileNotFoundError, ValueError, TypeError, FloatingPointError) as exc:
+    except (RunStoreError, FileNotFoundError, ValueError, TypeError, FloatingPointError, MemoryError) as exc:
         print(f"lazyrich: error: {exc}", file=sys.stderr)
         return 1
     parser.error(f"unknown command {args.command!r}")  # pragma: no cover
