@@ -181,6 +181,48 @@ def _damaged_run_cases():
     ]
 
 
+def _student(tau, delta):
+    from lazyrich.models.teacher_student import student
+
+    return lambda: student(tau, delta, d=3, width=4, seed=0)
+
+
+def _regime_no_kernels():
+    import tempfile
+
+    from lazyrich.dynamics import RunStore, classify_regime
+
+    def call():
+        with tempfile.TemporaryDirectory() as tmp:
+            store = RunStore(tmp, {"experiment": "x"}, seed=0)
+            for step in range(3):
+                store.append_metrics({"step": step, "train_loss": 1.0})
+            classify_regime(tmp)
+
+    return call
+
+
+def _teacher_student_too_big():
+    import os
+    import tempfile
+
+    from lazyrich.experiments.teacher_student import TeacherStudentConfig, run
+
+    def call():
+        old = os.environ.get("LAZYRICH_MEMORY_BUDGET_GB")
+        os.environ["LAZYRICH_MEMORY_BUDGET_GB"] = "0.001"
+        try:
+            with tempfile.TemporaryDirectory() as tmp:
+                run(TeacherStudentConfig(width=4000), tmp)
+        finally:
+            if old is None:
+                os.environ.pop("LAZYRICH_MEMORY_BUDGET_GB")
+            else:
+                os.environ["LAZYRICH_MEMORY_BUDGET_GB"] = old
+
+    return call
+
+
 OTHER_CASES: list = [
     ("kernel_distance-string", _kd("abc", [[1.0]]), TypeError, r"numeric array or tensor"),
     ("kernel_distance-object-array", _kd("object", [[1.0, 2.0]]), TypeError, r"numeric array or tensor"),
@@ -192,6 +234,10 @@ OTHER_CASES: list = [
     *_train_cases(),
     *_tracker_cases(),
     *_damaged_run_cases(),
+    ("student-tau-zero", _student(0.0, 0.0), ValueError, r"tau must be a positive finite number"),
+    ("student-delta-inf", _student(0.1, float("inf")), ValueError, r"delta must be finite"),
+    ("teacher-student-width-too-large", _teacher_student_too_big(), MemoryError, r"split the grid into runs of fewer seeds"),
+    ("classify_regime-no-kernel-checkpoints", _regime_no_kernels(), ValueError, r"record the kernel at several checkpoints"),
 ]
 
 CASES = NTK_CASES + OTHER_CASES

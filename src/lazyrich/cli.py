@@ -175,7 +175,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if args.command == "check":
             return _check(Path(args.run_dir))
     except (RunStoreError, SweepError, ConnectionError, ImportError, FileNotFoundError, ValueError, TypeError,
-            FloatingPointError) as exc:
+            FloatingPointError, MemoryError) as exc:
         print(f"lazyrich: error: {exc}", file=sys.stderr)
         return 1
     parser.error(f"unknown command {args.command!r}")  # pragma: no cover
@@ -240,7 +240,12 @@ def _report(run_dir: Path) -> Path:
 
     if not Path(run_dir).is_dir():
         raise FileNotFoundError(f"run directory '{run_dir}' does not exist; pass a directory written by `lazyrich run`.")
+    from lazyrich.plots.report import regime_summary
+
     out = report(run_dir)
+    verdicts = regime_summary(run_dir)
+    if verdicts:
+        print(f"  {verdicts}")
     for line in format_headline(headline_numbers(load_run(run_dir))):
         print(f"  {line}")
     print(f"lazyrich: report written to {out}")
