@@ -13,7 +13,7 @@ from lazyrich.plots.figures import (
     save_figure,
     save_figures,
 )
-from lazyrich.plots.rebalance import fig_lenet_rebalance
+from lazyrich.plots.rebalance import fig_lenet_rebalance, fig_rhm_sample_complexity
 from lazyrich.plots.report import format_headline, headline_numbers, report
 
 __all__ = [
@@ -32,4 +32,5 @@ __all__ = [
     "format_headline",
     "report",
     "fig_lenet_rebalance",
+    "fig_rhm_sample_complexity",
 ]
