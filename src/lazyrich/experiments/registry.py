@@ -19,7 +19,8 @@ __all__ = ["MODULES", "register", "get", "names"]
 MODULES: List[str] = ["lazyrich.experiments.cone", "lazyrich.experiments.lenet_rebalance",
                       "lazyrich.experiments.single_neuron",
                       "lazyrich.experiments.teacher_student",
-                      "lazyrich.experiments.early_time"]
+                      "lazyrich.experiments.early_time",
+                      "lazyrich.experiments.rhm"]
 
 _REGISTRY: Dict[str, Experiment] = {}
 _loaded = False
