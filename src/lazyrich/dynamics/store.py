@@ -512,6 +512,15 @@ class RunStore:
             self._resume_limit = None  # training has recomputed past the first damaged step
         return p
 
+    def remove_checkpoint(self, step: int) -> None:
+        """Delete the checkpoint of ``step`` (e.g. one that only served to resume) and record the removal in
+        the manifest, so that ``lazyrich check`` and resume do not report it as missing."""
+        rel = f"checkpoints/{step_file(step)}.pt"
+        p = self.path / rel
+        if p.exists():
+            p.unlink()
+            _manifest.record_removed(self.path, rel)
+
     def checkpoint_steps(self) -> list:
         d = self.path / "checkpoints"
         if not d.is_dir():

@@ -202,7 +202,7 @@ def run(config: RHMConfig, out_dir, *, progress: bool = False, threads: Optional
         raise TypeError(f"run expects an RHMConfig, got {type(config).__name__}.")
     from lazyrich.data import make_rhm
     from lazyrich.dynamics import RunStore, train
-    from lazyrich.dynamics.store import atomic_write_bytes, step_file
+    from lazyrich.dynamics.store import atomic_write_bytes
 
     config = config.validated()
     store = RunStore(out_dir, {**dataclasses.asdict(config), "experiment": "rhm"}, seed=config.seed)
@@ -224,7 +224,7 @@ def run(config: RHMConfig, out_dir, *, progress: bool = False, threads: Optional
                "train_loss": tr[0], "train_acc": tr[1], "test_loss": te[0], "test_acc": te[1]}
         atomic_write_bytes(path, pd.DataFrame([row], columns=list(COLUMNS)).to_csv(index=False).encode())
         for step in store.checkpoint_steps()[:-1]:  # they only served to resume; the final state stays
-            (store.path / "checkpoints" / f"{step_file(step)}.pt").unlink(missing_ok=True)
+            store.remove_checkpoint(step)
     finally:
         torch.set_num_threads(before)
     return store.path
