@@ -99,6 +99,29 @@ def _tracker(probe=None, train_kw=None, **kw):
     return call
 
 
+def _damaged_run(damage, *, verify=False, read=False):
+    """A run directory with two kernels, damaged by ``damage(kernel_file)``, then opened with load_run."""
+
+    def call():
+        import tempfile
+        from pathlib import Path
+
+        import numpy as np
+
+        from lazyrich.dynamics import RunStore, load_run
+
+        d = Path(tempfile.mkdtemp()) / "run"
+        with RunStore(d, {"experiment": "bad-input"}, seed=0) as st:
+            st.save_kernel(0, np.eye(3))
+            f = st.save_kernel(1, 2 * np.eye(3))
+        damage(f)
+        run = load_run(d, verify=verify)
+        if read:
+            run.kernel_distance_matrix()
+
+    return call
+
+
 def _train_cases():
     import torch
 
@@ -162,6 +185,65 @@ def _data_cases():
     ]
 
 
+def _damaged_run_cases():
+    import numpy as np
+
+    from lazyrich.dynamics import RunStoreError
+
+    fix = r"rerun the run on (this|its) directory .*lazyrich check"
+    return [
+        ("load_run-deleted-kernel", _damaged_run(lambda f: f.unlink()), RunStoreError, r"step_00000001.npy .*is missing.*" + fix),
+        ("load_run-truncated-npy", _damaged_run(lambda f: f.write_bytes(f.read_bytes()[:100])), RunStoreError,
+         r"step_00000001.npy .*is truncated.*" + fix),
+        ("load_run-nan-kernel", _damaged_run(lambda f: np.save(f, np.full((3, 3), np.nan, np.float32)), read=True),
+         RunStoreError, r"step_00000001.npy holds NaN.*" + fix),
+        ("load_run-altered-kernel-verify", _damaged_run(lambda f: np.save(f, np.eye(3, dtype=np.float32)), verify=True),
+         RunStoreError, r"step_00000001.npy .*SHA-256.*" + fix),
+    ]
+
+
+def _student(tau, delta):
+    from lazyrich.models.teacher_student import student
+
+    return lambda: student(tau, delta, d=3, width=4, seed=0)
+
+
+def _regime_no_kernels():
+    import tempfile
+
+    from lazyrich.dynamics import RunStore, classify_regime
+
+    def call():
+        with tempfile.TemporaryDirectory() as tmp:
+            store = RunStore(tmp, {"experiment": "x"}, seed=0)
+            for step in range(3):
+                store.append_metrics({"step": step, "train_loss": 1.0})
+            classify_regime(tmp)
+
+    return call
+
+
+def _teacher_student_too_big():
+    import os
+    import tempfile
+
+    from lazyrich.experiments.teacher_student import TeacherStudentConfig, run
+
+    def call():
+        old = os.environ.get("LAZYRICH_MEMORY_BUDGET_GB")
+        os.environ["LAZYRICH_MEMORY_BUDGET_GB"] = "0.001"
+        try:
+            with tempfile.TemporaryDirectory() as tmp:
+                run(TeacherStudentConfig(width=4000), tmp)
+        finally:
+            if old is None:
+                os.environ.pop("LAZYRICH_MEMORY_BUDGET_GB")
+            else:
+                os.environ["LAZYRICH_MEMORY_BUDGET_GB"] = old
+
+    return call
+
+
 OTHER_CASES: list = [
     ("kernel_distance-string", _kd("abc", [[1.0]]), TypeError, r"numeric array or tensor"),
     ("kernel_distance-object-array", _kd("object", [[1.0, 2.0]]), TypeError, r"numeric array or tensor"),
@@ -173,6 +255,11 @@ OTHER_CASES: list = [
     *_train_cases(),
     *_tracker_cases(),
     *_data_cases(),
+    *_damaged_run_cases(),
+    ("student-tau-zero", _student(0.0, 0.0), ValueError, r"tau must be a positive finite number"),
+    ("student-delta-inf", _student(0.1, float("inf")), ValueError, r"delta must be finite"),
+    ("teacher-student-width-too-large", _teacher_student_too_big(), MemoryError, r"split the grid into runs of fewer seeds"),
+    ("classify_regime-no-kernel-checkpoints", _regime_no_kernels(), ValueError, r"record the kernel at several checkpoints"),
 ]
 
 CASES = NTK_CASES + OTHER_CASES

@@ -8,6 +8,7 @@ from lazyrich.data.base import Dataset
 from lazyrich.data.datasets import gaussian_mixture, gaussian_teacher, load_digits, normalize_to_sphere, sample_sphere
 from lazyrich.data.dispatch import DATASET_NAMES, load_dataset
 from lazyrich.data.mnist1d import MNIST1D_RAW_TEMPLATES, make_mnist1d, mnist1d_templates
+from lazyrich.data.rhm import RHM, make_rhm, sample_rhm
 from lazyrich.data.readers import CIFAR10_FILES, MNIST_FILES, read_cifar10, read_idx, read_mnist
 
 __all__ = [
@@ -27,4 +28,7 @@ __all__ = [
     "read_cifar10",
     "MNIST_FILES",
     "CIFAR10_FILES",
+    "RHM",
+    "sample_rhm",
+    "make_rhm",
 ]

@@ -8,6 +8,7 @@
 """
 
 from .analysis import Run, load_run, streaming_gram
+from .regime import Regime, classify_regime, regime_table
 from .batched import BatchedResult, batched_top_eigenvalue, train_two_layer_batched
 from .store import RunStore, RunStoreError, environment_record
 from .losses import compute_loss
@@ -16,6 +17,9 @@ from .tracker import ActivationRecorder, Tracker
 from .train import data_order_seed, lr_factor, train
 
 __all__ = [
+    "classify_regime",
+    "regime_table",
+    "Regime",
     "train_two_layer_batched",
     "batched_top_eigenvalue",
     "BatchedResult",
