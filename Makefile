@@ -12,7 +12,7 @@ TORCH_PIN ?= torch==2.13.0
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q "$(TORCH_PIN)"
-	$(BIN)/pip install -q -e ".[experiments,dev]"
+	$(BIN)/pip install -q -e ".[experiments,dev,ray]"
 	touch $@
 
 demo: $(BIN)/.installed

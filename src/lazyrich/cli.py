@@ -31,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="lazyrich",
         description="Measure, explain and reproduce the learning dynamics of neural networks (lazy vs rich, eNTK).",
     )
-    sub = p.add_subparsers(dest="command", metavar="{run,list,report,check}")
+    sub = p.add_subparsers(dest="command", metavar="{run,sweep,list,report,check}")
     sub.required = True
 
     r = sub.add_parser("run", help="run (or resume) an experiment into a run directory",
@@ -46,12 +46,32 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda (default: cuda if available)")
     r.add_argument("--report", action="store_true", help="write the figures and report.html afterwards")
     r.add_argument("--show-config", action="store_true", help="print the resolved config as JSON and exit")
+    r.add_argument("--workers", type=int, default=None,
+                   help="processes for a preset with a grid (default: one per core)")
+
+    s = sub.add_parser("sweep", help="run (or resume) a grid of configs on a local pool or a Ray cluster",
+                       description="Run or resume a sweep: one run directory per grid cell, keyed by its config "
+                                   "hash; rerunning the same command skips finished cells.")
+    s.add_argument("experiment", help="experiment name (see `lazyrich list`)")
+    s.add_argument("--preset", default="quick", help="configuration preset (default: quick); its own grid is used too")
+    s.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides applied to every cell")
+    s.add_argument("--grid", action="append", default=[], metavar="key=v1,v2,...",
+                   help="a grid axis (repeat for more; tuple fields take [1,2],[3])")
+    s.add_argument("--seeds", default=None, metavar="N|s1,s2,...",
+                   help="a seed axis: N gives seeds 0..N-1, or a list such as 3,7,11")
+    s.add_argument("--executor", default="local", choices=("local", "ray"), help="where cells run (default: local)")
+    s.add_argument("--address", default=None, help="Ray cluster address host:port (default: start a local one)")
+    s.add_argument("--workers", type=int, default=None, help="parallel cells (default: one per core)")
+    s.add_argument("--out", default=None, help="sweep directory (default: runs/<experiment>-<preset>-sweep)")
+    s.add_argument("--device", default=None, help="torch device passed to every cell")
+    s.add_argument("--no-progress", action="store_true", help="no progress bar")
+    s.add_argument("--report", action="store_true", help="draw the sweep's figures afterwards")
 
     sub.add_parser("list", help="list every experiment with its presets",
                    description="List every registered experiment with its presets and a one-line description of each.")
 
-    rp = sub.add_parser("report", help="write figures/*.png and report.html for a run directory")
-    rp.add_argument("run_dir", help="a run directory written by `lazyrich run`")
+    rp = sub.add_parser("report", help="write figures/*.png and report.html for a run or sweep directory")
+    rp.add_argument("run_dir", help="a run directory written by `lazyrich run` or a sweep directory of `lazyrich sweep`")
 
     ck = sub.add_parser("check", help="verify a run directory against its manifest and list damaged files",
                         description="Verify every file of a run directory (presence, size, SHA-256, complete rows, "
@@ -114,26 +134,34 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     # argparse cannot take positionals (the overrides) after an option such as --preset in one nargs="*"
     # slot, so leftover key=value items are collected here and anything else is rejected.
     args, extra = parser.parse_known_args(argv)
-    bad = [e for e in extra if args.command != "run" or e.startswith("-") or "=" not in e]
+    bad = [e for e in extra if args.command not in ("run", "sweep") or e.startswith("-") or "=" not in e]
     if bad:
         parser.error(f"unrecognized arguments: {' '.join(bad)}")
-    if args.command == "run":
+    if args.command in ("run", "sweep"):
         args.overrides = list(args.overrides) + list(extra)
     from lazyrich.dynamics import RunStoreError
+    from lazyrich.sweep import SweepError
 
     try:
+        if args.command == "sweep":
+            return _sweep(args, parser, grid=args.grid, seeds=args.seeds, executor=args.executor,
+                          address=args.address)
         if args.command == "run":
             config = _resolve_config(args, parser)
             if args.show_config:
-                print(json.dumps(config.to_dict(), indent=2))
+                from lazyrich.experiments.protocol import config_to_dict
+
+                print(json.dumps(config_to_dict(config, args.experiment), indent=2))
                 return 0
+            if _preset_grid_left(args):
+                return _sweep(args, parser)
             from lazyrich.experiments import registry
 
             run = registry.get(args.experiment).run
             out = Path(args.out) if args.out else Path("runs") / f"{args.experiment}-{args.preset}"
             print(f"lazyrich: running {args.experiment} ({args.preset}) into {out}", file=sys.stderr)
-            path = run(config, out, progress=not args.no_progress, threads=args.threads,
-                       device=args.device)
+            path = run(config, out, **_run_kwargs(run, progress=not args.no_progress, threads=args.threads,
+                                                  device=args.device))
             print(f"lazyrich: run directory {path}")
             if args.report:
                 _report(path)
@@ -146,11 +174,64 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return 0
         if args.command == "check":
             return _check(Path(args.run_dir))
-    except (RunStoreError, FileNotFoundError, ValueError, TypeError, FloatingPointError) as exc:
+    except (RunStoreError, SweepError, ConnectionError, ImportError, FileNotFoundError, ValueError, TypeError,
+            FloatingPointError, MemoryError) as exc:
         print(f"lazyrich: error: {exc}", file=sys.stderr)
         return 1
     parser.error(f"unknown command {args.command!r}")  # pragma: no cover
     return 2  # pragma: no cover
+
+
+def _run_kwargs(run, **kwargs):
+    """The keyword arguments ``run`` accepts (``run(config, out_dir)`` is all the protocol requires); one it
+    lacks but that was given (not None) is an error naming it."""
+    import inspect
+
+    params = inspect.signature(run).parameters
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return kwargs
+    unknown = [k for k, v in kwargs.items() if k not in params and v is not None and k != "progress"]
+    if unknown:
+        raise ValueError(f"this experiment's run() takes no {', '.join(unknown)}; drop --{unknown[0]}.")
+    return {k: v for k, v in kwargs.items() if k in params}
+
+
+def _preset_grid_left(args: argparse.Namespace) -> bool:
+    """Whether ``lazyrich run NAME --preset P key=value ...`` leaves grid axes of the preset unfixed."""
+    from lazyrich.experiments import registry
+
+    p = registry.get(args.experiment).presets[args.preset]
+    fixed = {o.partition("=")[0].strip() for o in args.overrides}
+    axes = list(p.grid or ()) + (["seed"] if p.seeds else [])
+    return any(k not in fixed for k in axes)
+
+
+def _sweep(args: argparse.Namespace, parser: argparse.ArgumentParser, *, grid=(), seeds=None, executor="local",
+           address=None) -> int:
+    """``lazyrich sweep`` (and ``lazyrich run`` of a preset with a grid): 0 when every cell finished, else 1."""
+    from lazyrich.sweep import plan_sweep, run_sweep
+
+    try:
+        plan = plan_sweep(args.experiment, args.preset, args.overrides, grid or None, seeds)
+    except (ValueError, TypeError) as exc:
+        parser.error(str(exc))
+    out = Path(args.out) if args.out else Path("runs") / f"{args.experiment}-{args.preset}" \
+        f"{'-sweep' if args.command == 'sweep' else ''}"
+    axes = ", ".join(f"{k} ({len(v)})" for k, v in plan.grid.items())
+    print(f"lazyrich: sweep of {args.experiment} ({args.preset}) over {axes}: {len(plan.cells)} cells into {out}",
+          file=sys.stderr)
+    run_kwargs = {k: v for k, v in (("device", args.device), ("threads", getattr(args, "threads", None)))
+                  if v is not None}
+    res = run_sweep(args.experiment, args.preset, args.overrides, grid or None, seeds, out=out, executor=executor,
+                    workers=args.workers, address=address, progress=not args.no_progress, run_kwargs=run_kwargs)
+    print(f"lazyrich: sweep directory {res.out} ({len(res.table)} rows in results.csv)")
+    if args.report:
+        _report(res.out)
+    if not res.ok:
+        print(f"lazyrich: error: {len(res.failures)} of {res.n_cells} cells failed; see {res.out / 'failures.csv'} "
+              "(tracebacks in each cell's error.txt) and rerun the same command to retry them.", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _report(run_dir: Path) -> Path:
@@ -159,7 +240,12 @@ def _report(run_dir: Path) -> Path:
 
     if not Path(run_dir).is_dir():
         raise FileNotFoundError(f"run directory '{run_dir}' does not exist; pass a directory written by `lazyrich run`.")
+    from lazyrich.plots.report import regime_summary
+
     out = report(run_dir)
+    verdicts = regime_summary(run_dir)
+    if verdicts:
+        print(f"  {verdicts}")
     for line in format_headline(headline_numbers(load_run(run_dir))):
         print(f"  {line}")
     print(f"lazyrich: report written to {out}")

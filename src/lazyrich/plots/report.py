@@ -145,6 +145,45 @@ def _value(v: Any) -> str:
     return _fmt(v) if isinstance(v, float) else str(v)
 
 
+def _experiment_figures(path: Path, exp: str, fig_dir: Path) -> Dict[str, tuple]:
+    """The figures a registered experiment declares (``EXPERIMENT.figures``), drawn from its run directory:
+    ``{name: (png path, caption)}``; a figure whose data are missing is skipped."""
+    import lazyrich.plots as plots
+    from lazyrich.experiments import registry
+    from lazyrich.plots.figures import save_figure
+
+    if exp not in registry.names() or not (path / "results.csv").exists():
+        return {}  # cone-style runs draw from the stored kernels through FIGURES instead
+    out = {}
+    for name in registry.get(exp).figures:
+        fn = getattr(plots, name, None)
+        if fn is None or name in FIGURES:
+            continue
+        try:
+            fig = fn(path)
+        except (FileNotFoundError, ValueError, KeyError):
+            continue
+        out[name] = (save_figure(fig, fig_dir / f"{name}.png"), (fn.__doc__ or name).strip().splitlines()[0])
+    return out
+
+
+def regime_summary(path) -> Optional[str]:
+    """One line counting the ``regime`` verdicts (:func:`lazyrich.dynamics.classify_regime`) of a run's
+    ``results.csv``, or None when it has no regime column."""
+    f = Path(path) / "results.csv"
+    if not f.exists():
+        return None
+    import pandas as pd
+
+    df = pd.read_csv(f)
+    if "regime" not in df.columns:
+        return None
+    keys = [c for c in ("tau", "delta", "seed", "alpha", "activation", "d") if c in df.columns]
+    per_run = df.drop_duplicates(keys)["regime"] if keys else df["regime"].iloc[:1]
+    counts = per_run.value_counts()
+    return "regime verdicts (classify_regime): " + ", ".join(f"{k} × {v}" for k, v in counts.items())
+
+
 def report(run_dir, *, title: Optional[str] = None) -> Path:
     """Write ``run_dir/figures/*.png`` and the self-contained page ``run_dir/report.html``; return its path.
 
@@ -181,6 +220,9 @@ def report(run_dir, *, title: Optional[str] = None) -> Path:
             "the linearized model.</p>")
     body.append("<h2>Key numbers</h2>")
     rows = [(line,) for line in format_headline(h)]
+    verdicts = regime_summary(path)
+    if verdicts:
+        rows.insert(0, (verdicts,))
     body.append(_table(rows))
     key_rows = [(k, _value(v)) for k, v in h.items() if not isinstance(v, dict)]
     body.append("<details><summary>all key numbers</summary>" + _table(key_rows, ("quantity", "value")) + "</details>")
@@ -189,6 +231,11 @@ def report(run_dir, *, title: Optional[str] = None) -> Path:
     for name, fpath in figs.items():
         data = base64.b64encode(Path(fpath).read_bytes()).decode("ascii")
         cap = FIGURES[name][1]
+        body.append(f"<figure id='{html.escape(name)}'><img alt='{html.escape(name)}' "
+                    f"src=\"data:image/png;base64,{data}\">"
+                    f"<figcaption><b>{html.escape(name)}.png</b> — {html.escape(cap)}</figcaption></figure>")
+    for name, (fpath, cap) in _experiment_figures(path, exp, fig_dir).items():
+        data = base64.b64encode(Path(fpath).read_bytes()).decode("ascii")
         body.append(f"<figure id='{html.escape(name)}'><img alt='{html.escape(name)}' "
                     f"src=\"data:image/png;base64,{data}\">"
                     f"<figcaption><b>{html.escape(name)}.png</b> — {html.escape(cap)}</figcaption></figure>")
