@@ -309,6 +309,14 @@ def test_kill_9_of_lazyrich_run_then_rerun_equals_uninterrupted(tmp_path, capsys
     for n in want:
         torch.testing.assert_close(final[n], want[n], rtol=1e-6, atol=1e-9)
     assert _check(d, capsys)[0] == 0
+    # a damaged checkpoint of a switch point whose row is still to compute: set aside, rewritten, row recomputed
+    p = d / "checkpoints" / "step_00000100.pt"
+    p.write_bytes(p.read_bytes()[:-10])
+    cone._write_switching(d / "switching.csv", sw[sw["switch_step"] != 100])
+    with pytest.warns(RuntimeWarning, match="step_00000100.pt is truncated"):
+        cone.run(cone.preset("quick").with_overrides(TINY), d, progress=False)
+    pd.testing.assert_frame_equal(pd.read_csv(d / "switching.csv"), sw_ref, rtol=1e-6)
+    assert p.exists() and _check(d, capsys)[0] == 0
 
 
 def test_check_refuses_a_directory_that_is_not_a_run(tmp_path, capsys):

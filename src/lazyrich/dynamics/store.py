@@ -563,6 +563,12 @@ class RunStore:
             )
         return state
 
+    def recompute_from(self, step: int) -> None:
+        """Make the next resume start from the last checkpoint at or before ``step`` (e.g. to regenerate a
+        missing checkpoint that a later stage needs); cleared once a checkpoint at or after ``step`` is saved."""
+        step = int(step)
+        self._resume_limit = step if self._resume_limit is None else min(self._resume_limit, step)
+
     def latest_checkpoint(self) -> Optional[Tuple[int, Dict[str, Any]]]:
         """``(step, state)`` of the newest intact checkpoint, or None.
 

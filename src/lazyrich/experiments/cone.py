@@ -667,7 +667,15 @@ def _run(config: ConeConfig, out_dir, progress: bool, device: Optional[str]) -> 
     done = store.completed_steps()
     if config.bn_calibration > 0 and not store.checkpoint_steps():  # a resumed run loads its buffers
         calibrate_batchnorm(model, data.x_train[: config.bn_calibration], batch_size=config.eval_batch_size)
-    if not set(schedule) <= done or T not in store.checkpoint_steps():
+    # a switch point still to run whose checkpoint training already passed but is gone (a damaged one set aside
+    # on resume): training reruns from the last checkpoint before it, so that it is written again
+    ckpts = store.checkpoint_steps()
+    have = set((int(r.switch_step), str(r.kind)) for r in _read_switching(store.path / "switching.csv").itertuples(index=False))
+    lost = [t for t in config.switch_steps if (t, "linearized" if t == 0 else "switch") not in have
+            and t not in ckpts and ckpts and t < ckpts[-1]]
+    if lost:
+        store.recompute_from(min(lost))
+    if lost or not set(schedule) <= done or T not in store.checkpoint_steps():
         tracker = Tracker(
             model, probe_x, probe_y, schedule=schedule, store=store, outputs="trace", per_layer=config.per_layer,
             train_data=(data.x_train, data.y_train), test_data=(data.x_test, data.y_test), loss=config.loss,
