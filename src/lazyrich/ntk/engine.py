@@ -18,6 +18,16 @@ import torch
 import torch.nn as nn
 
 from .factors import Explicit, SplitExplicit, contract, exactly_symmetric
+from .input_checks import (
+    check_batch_size,
+    check_inputs,
+    check_lr_scales,
+    check_model,
+    check_samples_independent,
+    explained_forward,
+    forward_flat,
+    trainable_parameters,
+)
 from .jacobians import per_sample_jacobian
 from .methods import NTKMethod, parse_outputs
 from .rules import LinearRule, get_rule
@@ -51,85 +61,6 @@ def available_memory(device: torch.device | None = None) -> int:
     except OSError:
         pass
     return 8 * _GiB
-
-
-def trainable_parameters(model: nn.Module) -> Dict[str, nn.Parameter]:
-    """``{name: parameter}`` of the parameters with ``requires_grad=True`` (tied ones once)."""
-    return {n: p for n, p in model.named_parameters() if p.requires_grad}
-
-
-# --------------------------------------------------------------------------------------------
-# validation
-# --------------------------------------------------------------------------------------------
-
-
-def _check_model(model: nn.Module) -> Dict[str, nn.Parameter]:
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}.")
-    params = trainable_parameters(model)
-    if not params:
-        raise ValueError(
-            "The model has no trainable parameters (requires_grad=True), so its eNTK is zero; "
-            "unfreeze at least one parameter."
-        )
-    for name, m in model.named_modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm) and (m.training or m.running_mean is None):
-            raise ValueError(
-                f"BatchNorm layer '{name}' uses batch statistics, which couple the samples and make the "
-                "eNTK ill-defined; call model.eval() first (and keep track_running_stats=True)."
-            )
-        if isinstance(m, nn.modules.dropout._DropoutNd) and m.training and m.p > 0:
-            raise ValueError(
-                f"Dropout layer '{name}' is active, which makes the eNTK random; call model.eval() first."
-            )
-    return params
-
-
-def _check_inputs(x1, x2, dtype, device):
-    def conv(x, name):
-        if not isinstance(x, torch.Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}.")
-        if x.dim() == 0 or x.shape[0] == 0:
-            raise ValueError(f"{name} is empty; pass at least one sample along the first (batch) axis.")
-        if x.is_floating_point():
-            if x.numel() and not torch.isfinite(torch.stack(torch.aminmax(x))).all():  # NaN propagates: one pass
-                raise ValueError(f"{name} contains NaN or inf; clean the inputs first.")
-            x = x.to(device=device, dtype=dtype)
-        else:
-            x = x.to(device=device)
-        return x
-
-    x1 = conv(x1, "x1")
-    if x2 is not None:
-        x2 = conv(x2, "x2")
-        if x2.shape[1:] != x1.shape[1:]:
-            raise ValueError(
-                f"x1 and x2 have different per-sample shapes {tuple(x1.shape[1:])} and {tuple(x2.shape[1:])}; "
-                "both must be (n, *feature_shape) for the same model input."
-            )
-        if x2.is_floating_point() != x1.is_floating_point():
-            raise ValueError("x1 and x2 must both be floating point or both be integer tensors.")
-    return x1, x2
-
-
-def _check_lr_scales(lr_scales, params) -> Dict[str, float]:
-    if lr_scales is None:
-        return {n: 1.0 for n in params}
-    if not isinstance(lr_scales, Mapping):
-        raise TypeError("lr_scales must be a dict {parameter name: learning-rate scale}.")
-    unknown = [k for k in lr_scales if k not in params]
-    if unknown:
-        raise ValueError(
-            f"lr_scales names {unknown} that are not trainable parameters of the model; "
-            f"valid names are {list(params)}."
-        )
-    out = {}
-    for n in params:
-        v = float(lr_scales.get(n, 1.0))
-        if not math.isfinite(v) or v < 0:
-            raise ValueError(f"lr_scales['{n}'] = {v} must be a finite number >= 0.")
-        out[n] = v
-    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -204,21 +135,6 @@ def _accumulate_edge_counts(counts: Dict[object, int]) -> Dict[int, int]:
 
 def _output_selector(c: int, logit: Optional[int]) -> List[int]:
     return list(range(c)) if logit is None else [logit]
-
-
-def _forward_flat(model, x):
-    out = model(x)
-    if not isinstance(out, torch.Tensor):
-        raise TypeError(
-            f"The model returned {type(out).__name__}; empirical_ntk needs a model whose forward returns one tensor "
-            "of shape (n, ...) (wrap it to select the output)."
-        )
-    if out.dim() == 0 or out.shape[0] != x.shape[0]:
-        raise ValueError(
-            f"The model output has shape {tuple(out.shape)} but the input batch has {x.shape[0]} samples; "
-            "the output's first axis must be the batch axis."
-        )
-    return out.reshape(out.shape[0], -1)
 
 
 def _batched_backward(out, inputs, ks):
@@ -462,7 +378,7 @@ class _Engine:
             with torch.enable_grad():
                 with _Capture(plan, fold=self.fold_batchnorm) as cap:
                     try:
-                        out = _forward_flat(model, x.contiguous(memory_format=torch.channels_last) if self.channels_last else x)
+                        out = forward_flat(model, x.contiguous(memory_format=torch.channels_last) if self.channels_last else x)
                     except RuntimeError:
                         if not self.channels_last:
                             raise
@@ -613,8 +529,8 @@ def _use_channels_last(plan: _Plan, x: torch.Tensor) -> bool:
     )
 
 
-def _probe_sample(model, plan: _Plan, x1) -> tuple:
-    """One gradient-free forward pass of the first sample: ``(c, layers)`` -- the number of
+def _probe_sample(model, plan: _Plan, x1, dtype) -> tuple:
+    """One gradient-free forward pass of the first sample: ``(out, layers)`` -- its ``(1, c)``
     outputs and, per ruled layer call, what :func:`_bytes_per_sample` needs."""
     layers = []
     handles = []
@@ -630,12 +546,12 @@ def _probe_sample(model, plan: _Plan, x1) -> tuple:
 
         handles.append(m.register_forward_hook(hook))
     try:
-        with torch.no_grad():
-            c = _forward_flat(model, x1[:1]).shape[1]
+        with torch.no_grad(), explained_forward(x1, dtype):
+            out0 = forward_flat(model, x1[:1])
     finally:
         for h in handles:
             h.remove()
-    return c, layers
+    return out0, layers
 
 
 def _bytes_per_sample(layers, plan: _Plan, params, c: int, itemsize: int, choose) -> tuple:
@@ -764,7 +680,8 @@ def empirical_ntk(
     -------
     torch.Tensor or dict of torch.Tensor
     """
-    params = _check_model(model)
+    params = check_model(model)
+    batch_size = check_batch_size(batch_size)
     mode, logit = parse_outputs(outputs)
     try:
         method = NTKMethod(method)
@@ -774,15 +691,17 @@ def empirical_ntk(
         ) from None
     first = next(iter(params.values()))
     dtype, device = first.dtype, first.device
-    x1, x2 = _check_inputs(x1, x2, dtype, device)
-    scales = _check_lr_scales(lr_scales, params)
+    x1, x2 = check_inputs(x1, x2, dtype, device)
+    scales = check_lr_scales(lr_scales, params)
     sym = x2 is None
     n1 = x1.shape[0]
     n2 = n1 if sym else x2.shape[0]
 
     use_rules = method in (NTKMethod.STRUCTURED, NTKMethod.AUTO)
     plan = _make_plan(model, params, use_rules=use_rules)
-    c, layer_calls = _probe_sample(model, plan, x1)  # also what the memory estimate needs
+    out0, layer_calls = _probe_sample(model, plan, x1, dtype)  # also what the memory estimate needs
+    check_samples_independent(model, x1, out0, x2)
+    c = out0.shape[1]
     if logit is not None and not (-c <= logit < c):
         raise ValueError(f"outputs={logit} is out of range for a model with {c} outputs.")
     if logit is not None:
