@@ -12,7 +12,108 @@ import re
 import pytest
 
 # ------------------------------------------------------------------ eNTK engine (empirical_ntk)
-NTK_CASES: list = []
+def _ntk(build_model=None, x1=None, x2=None, **kw):
+    """``empirical_ntk`` of a small MLP (4 -> 5 -> 3) or ``build_model()`` on ``x1`` (default 3 samples)."""
+    import torch
+    import torch.nn as nn
+
+    from lazyrich.ntk import empirical_ntk
+
+    def call():
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(4, 5), nn.Tanh(), nn.Linear(5, 3)) if build_model is None else build_model()
+        a = torch.randn(3, 4) if x1 is None else x1()
+        empirical_ntk(model, a, None if x2 is None else x2(), **kw)
+
+    return call
+
+
+def _mlp_with(fill=None, dtype2=None, device=None):
+    def build():
+        import torch
+        import torch.nn as nn
+
+        model = nn.Sequential(nn.Linear(4, 5), nn.Tanh(), nn.Linear(5, 3))
+        if fill is not None:
+            with torch.no_grad():
+                model[0].weight[1, 2] = fill
+        if dtype2 is not None:
+            model[2].to(dtype2)
+        if device is not None:
+            model.to(device)
+        return model
+
+    return build
+
+
+class _BatchMean:
+    """A forward that subtracts the batch mean: it mixes samples."""
+
+    def __new__(cls):
+        import torch.nn as nn
+
+        class BatchMean(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.lin = nn.Linear(4, 3)
+
+            def forward(self, x):
+                return self.lin(x - x.mean(0, keepdim=True))
+
+        return BatchMean()
+
+
+class _FunctionalDropout:
+    """``F.dropout(training=True)`` in forward: a random kernel even in eval mode."""
+
+    def __new__(cls):
+        import torch.nn as nn
+        import torch.nn.functional as F
+
+        class Drop(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.lin = nn.Linear(4, 3)
+
+            def forward(self, x):
+                return self.lin(F.dropout(x, 0.5, training=True))
+
+        return Drop()
+
+
+def _train_mode(layer):
+    def build():
+        import torch.nn as nn
+
+        return nn.Sequential(nn.Linear(4, 5), layer, nn.Linear(5, 3)).train()
+
+    return build
+
+
+def _t(*shape, dtype=None):
+    import torch
+
+    return lambda: torch.randn(*shape) if dtype is None else torch.randint(0, 3, shape, dtype=dtype)
+
+
+NTK_CASES: list = [
+    ("ntk-nan-weights", _ntk(_mlp_with(fill=float("nan"))), ValueError, r"'0\.weight'.*NaN or inf.*reinitialise or reload"),
+    ("ntk-inf-weights", _ntk(_mlp_with(fill=float("inf"))), ValueError, r"NaN or inf.*reinitialise or reload"),
+    ("ntk-integer-input", _ntk(x1=_t(3, 4, dtype=__import__("torch").long)), ValueError, r"integer tensor.*pass x1\.to\(torch\.float32\)"),
+    ("ntk-wrong-feature-size", _ntk(x1=_t(3, 5)), ValueError, r"per-sample shape \(5,\).*shape \(n, \*feature_shape\) the model was built for"),
+    ("ntk-no-batch-axis", _ntk(x1=_t(4)), ValueError, r"no batch axis.*x1\.unsqueeze\(0\)"),
+    ("ntk-mixed-dtypes", _ntk(_mlp_with(dtype2=__import__("torch").float64)), ValueError, r"mixes parameter dtypes.*model\.double\(\) or model\.float\(\)"),
+    ("ntk-meta-device", _ntk(_mlp_with(device="meta")), ValueError, r"meta device.*to_empty"),
+    ("ntk-batch-size-zero", _ntk(batch_size=0), ValueError, r"batch_size=0 must be a positive int"),
+    ("ntk-batch-size-negative", _ntk(batch_size=-2), ValueError, r"batch_size=-2 must be a positive int"),
+    ("ntk-batch-size-string", _ntk(batch_size="8"), TypeError, r"batch_size must be a positive int.*not '8'"),
+    ("ntk-batch-size-float", _ntk(batch_size=2.5), TypeError, r"batch_size must be a positive int"),
+    ("ntk-functional-dropout", _ntk(_FunctionalDropout), ValueError, r"different outputs for the same input.*model\.eval\(\)"),
+    ("ntk-dropout-train-mode", _ntk(_train_mode(__import__("torch").nn.Dropout(0.5))), ValueError, r"Dropout.*model\.eval\(\)"),
+    ("ntk-batchnorm-train-mode", _ntk(_train_mode(__import__("torch").nn.BatchNorm1d(5))), ValueError, r"batch statistics.*model\.eval\(\)"),
+    ("ntk-forward-mixes-samples", _ntk(_BatchMean), ValueError, r"mixes samples.*act on each sample alone"),
+    ("ntk-forward-mixes-samples-x2", _ntk(_BatchMean, x1=_t(1, 4), x2=_t(2, 4)), ValueError, r"mixes samples"),
+]
 
 # ------------------------------------------------------------------ kernel_distance, linearize, train, Tracker
 def _kd(K1, K2):

@@ -315,7 +315,7 @@ def _bn_model_inputs(cls, shape):
 
 
 class FoldCases(nn.Module):
-    """Layers into eval BatchNorm for the folded backward (engine._Capture): folded -- a strided,
+    """Layers into eval BatchNorm for the folded backward (capture._Capture): folded -- a strided,
     dilated, grouped conv; a Conv1d into BatchNorm1d; a conv into two BatchNorms (the first
     folds, the second is an other use); not folded -- asymmetric 'same' padding, reflect
     padding, an output scaled in place before its BatchNorm, a Linear on (n, L, d) into
@@ -532,9 +532,11 @@ def test_default_is_one_chunk_contracted_layer_by_layer(monkeypatch):
     K = empirical_ntk(model, x1, x2, outputs="full")
     assert calls and rel_err(K, ref["total"]) < TOL64
     calls.clear()
-    monkeypatch.setattr(engine, "_STREAM_SET", 1)
+    import lazyrich.ntk.memory as memory
+
+    monkeypatch.setattr(memory, "_STREAM_SET", 1)
     monkeypatch.setattr(engine, "available_memory", lambda device=None: 8 * 3 * 2 * 1024**2)
-    monkeypatch.setattr(engine, "_WORKING_SET", 1)
+    monkeypatch.setattr(memory, "_WORKING_SET", 1)
     Kc = empirical_ntk(model, x1, x2, outputs="full")
     assert not calls and rel_err(Kc, ref["total"]) < TOL64
 

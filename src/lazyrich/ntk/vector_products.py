@@ -86,7 +86,7 @@ def ntk_vp(model: nn.Module, x1, x2, params: Dict[str, nn.Parameter], scales, ks
                     if not trusted:
                         warnings.warn(
                             f"torch.func's vmap(jvp) returned wrong kernel columns for {type(model).__name__} "
-                            f"(layers {owners(model, grp)}; a faulty batching rule); computing method='ntk_vp' "
+                            f"(layers {owners(model, grp)}; a faulty batching or forward-mode rule); computing method='ntk_vp' "
                             "from per-sample autograd Jacobians instead (correct, more memory).",
                             RuntimeWarning,
                             stacklevel=3,
