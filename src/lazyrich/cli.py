@@ -228,10 +228,14 @@ def _sweep(args: argparse.Namespace, parser: argparse.ArgumentParser, *, grid=()
 
 def _report(run_dir: Path) -> Path:
     from lazyrich.dynamics import load_run
-    from lazyrich.plots import format_headline, headline_numbers, report
+    from lazyrich.plots import experiment_report, format_headline, headline_numbers, report
 
     if not Path(run_dir).is_dir():
         raise FileNotFoundError(f"run directory '{run_dir}' does not exist; pass a directory written by `lazyrich run`.")
+    if not (Path(run_dir) / "metrics.csv").exists():  # a sweep, or a run the tracker did not record
+        out = experiment_report(run_dir)
+        print(f"lazyrich: report written to {out}")
+        return out
     out = report(run_dir)
     for line in format_headline(headline_numbers(load_run(run_dir))):
         print(f"  {line}")

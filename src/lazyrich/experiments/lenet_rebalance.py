@@ -231,5 +231,5 @@ EXPERIMENT = Experiment(
                         grid={"alpha": (0.1, 0.3, 1.0, 3.0, 10.0)}, seeds=tuple(range(8))),
     },
     run=run,
-    figures=(),
+    figures=("fig_lenet_rebalance",),
 )

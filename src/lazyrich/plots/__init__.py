@@ -14,7 +14,7 @@ from lazyrich.plots.figures import (
     save_figures,
 )
 from lazyrich.plots.rebalance import fig_lenet_rebalance
-from lazyrich.plots.report import format_headline, headline_numbers, report
+from lazyrich.plots.report import experiment_report, format_headline, headline_numbers, report
 
 __all__ = [
     "FIGURES",
@@ -31,5 +31,6 @@ __all__ = [
     "headline_numbers",
     "format_headline",
     "report",
+    "experiment_report",
     "fig_lenet_rebalance",
 ]

@@ -14,9 +14,12 @@ __all__ = ["fig_lenet_rebalance", "read_tables"]
 
 
 def read_tables(source: Union[str, Path, pd.DataFrame]) -> pd.DataFrame:
-    """A DataFrame as is, or every ``results.csv`` under a run / sweep directory, concatenated."""
+    """A DataFrame as is; the ``results.csv`` of a run directory or the aggregated one of a sweep directory;
+    else every ``results.csv`` under the directory, concatenated."""
     if isinstance(source, pd.DataFrame):
         return source
+    if (Path(source) / "results.csv").is_file():
+        return pd.read_csv(Path(source) / "results.csv")
     paths = sorted(Path(source).rglob("results.csv"))
     if not paths:
         raise FileNotFoundError(f"no results.csv under {source}; run `lazyrich run lenet-rebalance` into it first.")
