@@ -91,3 +91,31 @@ def test_cells_stop_at_their_own_loss_tolerance():
     assert len(set(res.steps.tolist())) == 3  # each cell stopped on its own
     assert bool(res.converged.all()) and torch.all(res.loss <= 1e-4)
     assert torch.all(res.loss > 1e-4 * 0.5)  # stopped at the tolerance, not long after it
+
+
+def test_fixed_lr_and_checkpoints_equal_plain_gd_per_cell():
+    """lr= (one per cell) and record_steps/callback: the same numbers as plain full-batch GD of each cell."""
+    w, a = _init(3, 5, seed=3)
+    lr = torch.tensor([0.05, 0.2, 0.1], dtype=torch.float64)
+    seen = {}
+    res = train_two_layer_batched(w, a, X, Y, lr=lr, loss_tol=0.0, max_steps=60, record_steps=(0, 7, 60),
+                                  callback=lambda k, ww, aa: seen.__setitem__(k, (ww.clone(), aa.clone())))
+    assert sorted(seen) == [0, 7, 60]
+    for c in range(3):
+        wc, ac = w[c].clone().requires_grad_(True), a[c].clone().requires_grad_(True)
+        for k in range(61):
+            if k in seen:
+                torch.testing.assert_close(seen[k][0][c], wc.detach(), rtol=0, atol=1e-12)
+                torch.testing.assert_close(seen[k][1][c], ac.detach(), rtol=0, atol=1e-12)
+            if k == 60:
+                break
+            loss = 0.5 * ((torch.relu(X @ wc.T) @ ac - Y) ** 2).mean()
+            gw, ga = torch.autograd.grad(loss, (wc, ac))
+            with torch.no_grad():
+                wc -= lr[c] * gw
+                ac -= lr[c] * ga
+        torch.testing.assert_close(res.w[c], wc.detach(), rtol=0, atol=1e-12)
+        assert torch.isclose(res.time[c], 60 * lr[c])
+    assert not torch.allclose(res.w, w)
+    with pytest.raises(ValueError, match="lr must be positive"):
+        train_two_layer_batched(w, a, X, Y, lr=-1.0, max_steps=2)

@@ -224,7 +224,7 @@ def test_resume_does_not_recompute(tiny_run, monkeypatch):
         return real(config, data, state, t, **kw)
 
     monkeypatch.setattr(cone, "switch_run", spy)
-    before[before["switch_step"] != 20].to_csv(path / "switching.csv", index=False)
+    cone._write_switching(path / "switching.csv", before[before["switch_step"] != 20])  # as the run writes it
     cone.run(cfg, path, progress=False)
     assert calls == [20]
     after = pd.read_csv(path / "switching.csv")

@@ -58,12 +58,13 @@ def test_kernels_and_checkpoints(tmp_path):
     st.save_checkpoint(8, {"model": {"w": torch.zeros(2)}})
     s, state = st.latest_checkpoint()
     assert s == 8 and state["step"] == 8 and torch.equal(state["model"]["w"], torch.zeros(2))
-    # a truncated (corrupt) newest checkpoint is skipped with a warning
+    # a truncated newest checkpoint is set aside (renamed, not deleted) with a warning, the previous one used
     p = tmp_path / "r" / "checkpoints" / "step_00000008.pt"
     p.write_bytes(p.read_bytes()[:20])
-    with pytest.warns(RuntimeWarning, match="corrupt"):
+    with pytest.warns(RuntimeWarning, match=r"step_00000008.pt is truncated: 20 bytes .* set aside as"):
         s, state = st.latest_checkpoint()
     assert s == 3 and state["extra"] == {"a": 1}
+    assert (p.parent / "step_00000008.pt.damaged").stat().st_size == 20 and st.checkpoint_steps() == [3]
 
 
 def test_resume_validation_errors(tmp_path):

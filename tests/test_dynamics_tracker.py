@@ -212,3 +212,17 @@ def test_full_output_kernels_flow_through_analysis(tmp_path):
     assert run.embedding_2d().shape == (4, 2)
     assert np.all(np.isfinite(run.kernel_alignment()["alignment"]))
     assert np.all(run.effective_rank()["effective_rank"] >= 1)
+
+
+def test_schedule_within_the_run_gives_no_warning_and_beyond_lists_the_rest(tmp_path):
+    import warnings
+
+    assert parse_schedule({"log": 4, "max": 10}).beyond(5) == [10]
+    assert parse_schedule([0, 3, 8]).beyond(3) == [8] and parse_schedule(3).beyond(0) == []
+    x, y = _data(n=8)
+    model = _mlp()
+    tr = Tracker(model, x, y, schedule={"log": 3, "max": 4}, run_dir=tmp_path / "r", train_data=False, test_data=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a spurious "beyond the run" warning would fail here
+        train(model, (x, y), steps=4, lr=0.1, tracker=tr, checkpoint_steps=[2, 4], progress=False)
+    assert load_run(tmp_path / "r").metrics["step"].tolist() == [0, 1, 2, 4]

@@ -56,10 +56,13 @@ def test_bad_config(tmp_path, kw, match):
 
 
 def test_figure_from_a_directory_of_cells(tmp_path):
+    import lazyrich.plots
     from lazyrich.plots.rebalance import fig_lenet_rebalance
 
     for a in (1.0, 3.0):
         run(_cfg(alpha=a), tmp_path / str(a))
+    (name,) = registry.get("lenet-rebalance").figures  # what `lazyrich report` draws
+    assert getattr(lazyrich.plots, name) is fig_lenet_rebalance
     fig = fig_lenet_rebalance(tmp_path)
     assert len(fig.axes) == 3 and len(fig.axes[0].lines) == 2
     with pytest.raises(FileNotFoundError, match="no results.csv"):

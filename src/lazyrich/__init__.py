@@ -22,6 +22,7 @@ _EXPORTS = {
     "empirical_ntk": "lazyrich.ntk",
     "kernel_distance": "lazyrich.ntk",
     "linearize": "lazyrich.ntk",
+    "lazy_predict": "lazyrich.ntk",
     "LinearizedModel": "lazyrich.ntk",
     "NTKMethod": "lazyrich.ntk",
     "register_rule": "lazyrich.ntk",
@@ -31,6 +32,7 @@ _EXPORTS = {
     "RunStoreError": "lazyrich.dynamics",
     "load_run": "lazyrich.dynamics",
     "Run": "lazyrich.dynamics",
+    "classify_regime": "lazyrich.dynamics",
     "rebalance": "lazyrich.models",
     "layer_balance": "lazyrich.models",
 }

@@ -8,6 +8,7 @@ Examples
     lazyrich run cone --preset paper data_dir=~/data/cifar10 --out runs/cone-resnet20
     lazyrich run cone --preset quick steps=1000 lr=0.1 switch_points=0,100,500 --out runs/try
     lazyrich report runs/cone-quick
+    lazyrich check runs/cone-quick                      # verify every file's checksum; exit 1 if damaged
     lazyrich run cone --preset quick --show-config      # print the resolved config and exit
 
 Rerunning the same ``run`` command on the same ``--out`` directory resumes it.  Configuration keys are the fields
@@ -30,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="lazyrich",
         description="Measure, explain and reproduce the learning dynamics of neural networks (lazy vs rich, eNTK).",
     )
-    sub = p.add_subparsers(dest="command", metavar="{run,sweep,list,report}")
+    sub = p.add_subparsers(dest="command", metavar="{run,sweep,list,report,check}")
     sub.required = True
 
     r = sub.add_parser("run", help="run (or resume) an experiment into a run directory",
@@ -71,6 +72,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     rp = sub.add_parser("report", help="write figures/*.png and report.html for a run or sweep directory")
     rp.add_argument("run_dir", help="a run directory written by `lazyrich run` or a sweep directory of `lazyrich sweep`")
+
+    ck = sub.add_parser("check", help="verify a run directory against its manifest and list damaged files",
+                        description="Verify every file of a run directory (presence, size, SHA-256, complete rows, "
+                                    "no NaN in kernels). Exit status 0 if intact, 1 if damaged.")
+    ck.add_argument("run_dir", help="a run directory written by `lazyrich run`")
     return p
 
 
@@ -166,8 +172,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if args.command == "report":
             _report(Path(args.run_dir))
             return 0
+        if args.command == "check":
+            return _check(Path(args.run_dir))
     except (RunStoreError, SweepError, ConnectionError, ImportError, FileNotFoundError, ValueError, TypeError,
-            FloatingPointError) as exc:
+            FloatingPointError, MemoryError) as exc:
         print(f"lazyrich: error: {exc}", file=sys.stderr)
         return 1
     parser.error(f"unknown command {args.command!r}")  # pragma: no cover
@@ -232,15 +240,51 @@ def _report(run_dir: Path) -> Path:
 
     if not Path(run_dir).is_dir():
         raise FileNotFoundError(f"run directory '{run_dir}' does not exist; pass a directory written by `lazyrich run`.")
-    if not (Path(run_dir) / "metrics.csv").exists():  # a sweep, or a run the tracker did not record
+    if (Path(run_dir) / "sweep.json").exists():  # a sweep directory: the figures its experiment declares
         out = experiment_report(run_dir)
         print(f"lazyrich: report written to {out}")
         return out
+    from lazyrich.plots.report import regime_summary
+
     out = report(run_dir)
+    verdicts = regime_summary(run_dir)
+    if verdicts:
+        print(f"  {verdicts}")
     for line in format_headline(headline_numbers(load_run(run_dir))):
         print(f"  {line}")
     print(f"lazyrich: report written to {out}")
     return out
+
+
+def _check(run_dir: Path) -> int:
+    """``lazyrich check RUN_DIR``: print what is damaged; 0 if intact, 1 if damaged."""
+    from lazyrich.dynamics import RunStoreError
+    from lazyrich.dynamics.manifest import check_run
+
+    if not run_dir.is_dir() or not (run_dir / "config.json").exists():
+        raise RunStoreError(f"{run_dir} is not a run directory (no config.json); pass a directory written by `lazyrich run`.")
+    res = check_run(run_dir, checksums=True)
+    n_sum = res.n_files - len(res.unrecorded)
+    how = ("sizes and completeness only: no manifest (legacy run)" if res.legacy else
+           f"{n_sum} checked against their SHA-256" + (f", {len(res.unrecorded)} for completeness only" if res.unrecorded else ""))
+    if res.legacy:
+        print(f"lazyrich check: {run_dir} has no manifest (written by an older lazyrich); checking sizes, headers, "
+              "zip CRCs and NaN only")
+    for d in res.damaged:
+        print(f"  damaged: {d.path} {d.reason}")
+    if res.set_aside:
+        print(f"  set aside earlier (kept, not used): {', '.join(res.set_aside)}")
+    if not res.legacy and res.unrecorded:
+        names = ", ".join(res.unrecorded[:5]) + (f", ... ({len(res.unrecorded) - 5} more)" if len(res.unrecorded) > 5 else "")
+        print(f"  not in the manifest (checked for completeness only): {names}")
+    if res.unreadable_records:
+        print(f"  manifest.jsonl: {res.unreadable_records} line(s) cut short by an interruption were ignored")
+    if res.ok:
+        print(f"lazyrich check: {run_dir}: intact ({res.n_files} files, {how})")
+        return 0
+    print(f"lazyrich check: {run_dir}: {len(res.damaged)} of {res.n_files} files damaged ({how}); rerun the same "
+          "`lazyrich run` command on this directory to set them aside and recompute them")
+    return 1
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -15,6 +15,7 @@ from lazyrich.data.datasets import (
     sample_sphere,
 )
 from lazyrich.data.mnist1d import MNIST1D_RAW_TEMPLATES, make_mnist1d, mnist1d_templates
+from lazyrich.data.rhm import RHM, make_rhm, sample_rhm
 from lazyrich.data.readers import CIFAR10_FILES, MNIST_FILES, read_cifar10, read_idx, read_mnist
 
 __all__ = [
@@ -34,4 +35,7 @@ __all__ = [
     "read_cifar10",
     "MNIST_FILES",
     "CIFAR10_FILES",
+    "RHM",
+    "sample_rhm",
+    "make_rhm",
 ]

@@ -8,12 +8,16 @@
 """
 
 from .analysis import Run, load_run, streaming_gram
+from .regime import Regime, classify_regime, regime_table
 from .batched import BatchedResult, batched_top_eigenvalue, train_two_layer_batched
 from .store import RunStore, RunStoreError, environment_record
 from .tracker import ActivationRecorder, Schedule, Tracker, compute_loss, parse_schedule
 from .train import data_order_seed, lr_factor, train
 
 __all__ = [
+    "classify_regime",
+    "regime_table",
+    "Regime",
     "train_two_layer_batched",
     "batched_top_eigenvalue",
     "BatchedResult",

@@ -4,12 +4,14 @@ dynamics": kernel distance eq. (4), kernel velocity eq. (5), Fig. 1a-c and Fig. 
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import pandas as pd
 
+from . import manifest as _manifest
 from . import metrics as M
 from .store import FORMAT, RunStoreError
 
@@ -29,7 +31,7 @@ def streaming_gram(files: Sequence[Path], budget_bytes: int = _GRAM_BUDGET) -> n
     T = len(files)
     if T == 0:
         return np.zeros((0, 0))
-    first = np.load(files[0], mmap_mode="r")
+    first = _load_kernel(files[0])
     shape = first.shape
     del first
     n_rows = shape[0] if len(shape) else 1
@@ -40,13 +42,31 @@ def streaming_gram(files: Sequence[Path], budget_bytes: int = _GRAM_BUDGET) -> n
         r1 = min(n_rows, r0 + rows_per_slab)
         X = np.empty((T, (r1 - r0) * row), dtype=np.float64)
         for i, f in enumerate(files):
-            mm = np.load(f, mmap_mode="r")
+            mm = _load_kernel(f)
             if mm.shape != shape:
                 raise ValueError(f"Kernel {f} has shape {mm.shape} but {files[0]} has {shape}; kernels must share the probe set.")
             X[i] = np.asarray(mm[r0:r1] if mm.ndim else mm).reshape(-1)
             del mm
+            if not np.isfinite(X[i]).all():
+                raise RunStoreError(
+                    f"Kernel file {f} holds NaN or infinite values; rerun the run on its directory to set it aside "
+                    "and recompute it, or run `lazyrich check` on the run directory to list all damage."
+                )
         G += X @ X.T
     return 0.5 * (G + G.T)
+
+
+def _load_kernel(f: Path) -> np.ndarray:
+    """``np.load(f, mmap_mode="r")`` with a message naming the file when it is truncated or not a .npy."""
+    try:
+        return np.load(f, mmap_mode="r", allow_pickle=False)
+    except FileNotFoundError:
+        raise
+    except (ValueError, OSError, EOFError) as e:
+        raise RunStoreError(
+            f"Kernel file {f} is truncated or not a .npy file ({e}); rerun the run on its directory to set it aside "
+            "and recompute it, or run `lazyrich check` on the run directory to list all damage."
+        ) from None
 
 
 class Run:
@@ -61,7 +81,7 @@ class Run:
         Steps with a stored total kernel, increasing.
     """
 
-    def __init__(self, path):
+    def __init__(self, path, verify: bool = False):
         self.path = Path(path)
         cfg_path = self.path / "config.json"
         if not self.path.is_dir():
@@ -78,6 +98,14 @@ class Run:
             self.env = json.loads((self.path / "env.json").read_text())
         except (OSError, ValueError):
             self.env = {}
+        self.check = _manifest.check_run(self.path, checksums=bool(verify))
+        if not self.check.ok:
+            raise RunStoreError(self.check.sentence())
+        if self.check.legacy:
+            warnings.warn(
+                f"{self.path} has no manifest (written by an older lazyrich): only file sizes and completeness "
+                "were checked, not checksums.", RuntimeWarning, stacklevel=3,
+            )
         mp = self.path / "metrics.csv"
         try:
             self.metrics = pd.read_csv(mp) if mp.exists() else pd.DataFrame({"step": pd.Series([], dtype="int64")})
@@ -96,8 +124,7 @@ class Run:
             idx = self.path / "kernels" / "index.csv"
             if idx.exists():
                 df = pd.read_csv(idx)
-                steps = sorted(set(int(s) for s in df["step"]))
-                return [s for s in steps if self._kernel_file(s).exists()]
+                return sorted(set(int(s) for s in df["step"]))  # each file's presence was checked on opening
             d = self.path / "kernels" / "total"
         else:
             d = self.path / "kernels" / "layers" / layer
@@ -114,12 +141,18 @@ class Run:
         return sorted(p.name for p in d.iterdir() if p.is_dir()) if d.is_dir() else []
 
     def kernel(self, step: int, layer: Optional[str] = None) -> np.ndarray:
-        """The stored kernel at ``step`` (read-only memory map, float32)."""
+        """The stored kernel at ``step`` (read-only memory map, float32); NaN/inf in it raise RunStoreError."""
         f = self._kernel_file(step, layer)
         if not f.exists():
             raise KeyError(f"No kernel stored at step {step}{'' if layer is None else f' for {layer!r}'}; "
                            f"stored steps: {self._steps_of(layer)}.")
-        return np.load(f, mmap_mode="r")
+        K = _load_kernel(f)
+        if not np.isfinite(K).all():
+            raise RunStoreError(
+                f"Kernel file {f} holds NaN or infinite values; rerun the run on its directory to set it aside and "
+                f"recompute it, or run `lazyrich check {self.path}` to list all damage."
+            )
+        return K
 
     def probe(self) -> Tuple[Optional[np.ndarray], Optional[np.ndarray]]:
         """``(probe_x, probe_y)`` as stored by the tracker (None where absent)."""
@@ -257,6 +290,12 @@ class Run:
         return f"Run({str(self.path)!r}, experiment={self.config.get('experiment')!r}, kernels={len(self.kernel_steps)})"
 
 
-def load_run(path) -> Run:
-    """Open a run directory written by :class:`lazyrich.dynamics.RunStore` / :class:`Tracker`."""
-    return Run(path)
+def load_run(path, *, verify: bool = False) -> Run:
+    """Open a run directory written by :class:`lazyrich.dynamics.RunStore` / :class:`Tracker`.
+
+    Checks against the run's manifest (:mod:`lazyrich.dynamics.manifest`) first: always that every recorded file
+    is present with its recorded size and every indexed kernel exists (cheap); with ``verify=True`` also every
+    file's SHA-256 and that no ``.npy`` holds NaN/inf. Kernels read later are checked for NaN/inf as they are
+    read. Damage raises :class:`RunStoreError`: one sentence naming the file and the fix.
+    """
+    return Run(path, verify=verify)

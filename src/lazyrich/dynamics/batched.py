@@ -14,6 +14,11 @@ Each cell takes Euler steps of the flow ``dtheta/dt = -grad L_c`` with its own s
 iteration on Hessian-vector products), re-estimated every ``reestimate_every`` steps. Time is counted in
 flow units (sum of ``dt_c``). A cell stops (is frozen) at ``L_c <= loss_tol`` or ``t_c >= time_budget``;
 the run stops when all cells stopped or after ``max_steps``.
+
+With ``lr`` given (a number or one per cell, shape (C,)) the step is that fixed learning rate instead (no
+eigenvalue estimates; the paper protocols of Kunin et al. use ``lr = 5e-3 / tau^2``), and ``time`` is
+``steps * lr``. ``callback(k, w, a)`` is called with the parameters after ``k`` steps for every ``k`` in
+``record_steps`` (and before any cell is frozen at that step); it may record checkpoints.
 """
 from __future__ import annotations
 
@@ -71,7 +76,7 @@ def batched_top_eigenvalue(w, a, x, y, alpha, mask, iters: int = 30) -> torch.Te
 def train_two_layer_batched(w, a, x, y, *, alpha=1.0, mask=None, loss_tol: float = 1e-6,
                             time_budget: float = float("inf"), max_steps: int = 100_000,
                             safety: float = 0.5, reestimate_every: int = 50,
-                            power_iters: int = 30) -> BatchedResult:
+                            power_iters: int = 30, lr=None, record_steps=(), callback=None) -> BatchedResult:
     """Train C two-layer ReLU nets together by GD following gradient flow (see module docstring for axes).
 
     ``safety`` in (0, 1): step as a fraction of the stability limit ``2/lambda_max``. Use float64 tensors
@@ -105,8 +110,20 @@ def train_two_layer_batched(w, a, x, y, *, alpha=1.0, mask=None, loss_tol: float
     steps = torch.zeros(C, dtype=torch.long)
     active = torch.ones(C, dtype=torch.bool)
     lam = torch.ones(C, dtype=dt)
-    for k in range(max_steps):
-        if k % reestimate_every == 0:
+    fixed = None
+    if lr is not None:
+        fixed = torch.as_tensor(lr, dtype=dt).expand(C).clone()
+        if not bool(torch.all(fixed > 0)) or not bool(torch.all(torch.isfinite(fixed))):
+            raise ValueError(f"lr must be positive and finite (one number or one per cell), got {lr}.")
+    record = set(int(k) for k in record_steps)
+    if record and callback is None:
+        raise ValueError("record_steps needs a callback(k, w, a) that records the checkpoints.")
+    for k in range(max_steps + 1):
+        if k in record:
+            callback(k, w, a)
+        if k == max_steps:
+            break
+        if fixed is None and k % reestimate_every == 0:
             lam = batched_top_eigenvalue(w, a, x, y, alpha, mask, power_iters).clamp_min(1e-12)
         wg = w.requires_grad_(True)
         ag = a.requires_grad_(True)
@@ -116,7 +133,7 @@ def train_two_layer_batched(w, a, x, y, *, alpha=1.0, mask=None, loss_tol: float
         active &= (losses > loss_tol) & (t < time_budget)
         if not active.any():
             break
-        h = torch.minimum(safety * 2.0 / lam, time_budget - t) * active
+        h = torch.minimum(safety * 2.0 / lam if fixed is None else fixed, time_budget - t) * active
         w = w - h[:, None, None] * gw
         a = a - h[:, None] * ga * mask
         t = t + h

@@ -11,15 +11,24 @@ Layout (readable with numpy/pandas alone)::
       kernels/layers/<param>/step_00000100.npy float32 (optional)
       checkpoints/step_00000100.pt             {"step", "model", "optimizer", "rng", "extra"}
       figures/
+      manifest.jsonl           size and SHA-256 of every finished file (:mod:`lazyrich.dynamics.manifest`)
+      .lock                    held (flock) by the process writing into the run (:mod:`lazyrich.dynamics.runlock`)
 
 Every file is written to a temporary name in the same directory and moved into place with ``os.replace``
 (atomic on POSIX), so a run killed at any moment (even ``kill -9``) leaves only complete files; a step counts
-as recorded once its metrics row exists.
+as recorded once its metrics row exists. Right after the move the file's size and checksum are appended to
+the manifest, so later damage (a deleted, truncated or altered file, a kernel full of NaN) is detected: by
+:func:`lazyrich.dynamics.load_run` (presence and sizes always, checksums with ``verify=True``), by
+``lazyrich check RUN_DIR`` (everything), and when a run is resumed: :class:`RunStore` then verifies every file,
+sets damaged ones aside as ``<name>.damaged`` (never deletes them), drops the metrics rows of the steps they
+belong to and makes training resume from the last intact checkpoint at or before the first damaged step, so
+rerunning recomputes exactly what was lost.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import io
 import json
 import os
@@ -35,6 +44,9 @@ from typing import Any, Dict, Optional, Set, Tuple
 import numpy as np
 import pandas as pd
 import torch
+
+from . import manifest as _manifest
+from .runlock import RunLock, RunLockedError
 
 __all__ = ["RunStore", "RunStoreError", "FORMAT", "FORMAT_VERSION", "atomic_write_bytes", "environment_record"]
 
@@ -53,7 +65,8 @@ class RunStoreError(RuntimeError):
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically (temporary file in the same directory, fsync, ``os.replace``)."""
+    """Write ``data`` to ``path`` atomically (temporary file in the same directory, fsync, ``os.replace``);
+    inside a run directory, then append the file's size and SHA-256 to its manifest."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -69,6 +82,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         except OSError:
             pass
         raise
+    _manifest.record_file(path, data)
 
 
 def _atomic_json(path: Path, obj: Any) -> None:
@@ -201,6 +215,31 @@ class RunStore:
         if self.path.exists() and not self.path.is_dir():
             raise RunStoreError(f"{self.path} exists and is not a directory; choose another run directory.")
         cfg_path = self.path / "config.json"
+        if not cfg_path.exists() and self.path.is_dir() and any(
+            p for p in self.path.iterdir() if not p.name.startswith(".")
+        ):
+            raise RunStoreError(
+                f"{self.path} is not empty and has no config.json, so it is not a lazyrich run; "
+                "choose an empty or new directory."
+            )
+        self.path.mkdir(parents=True, exist_ok=True)
+        try:
+            self._lock: Optional[RunLock] = RunLock(self.path)
+        except RunLockedError as e:
+            raise RunStoreError(str(e)) from None
+        self._resume_limit: Optional[int] = None
+        self.repairs: list = []  # files set aside as damaged when this store was opened
+        self._metrics: Optional[pd.DataFrame] = None
+        self._index: Optional[Dict[Tuple[Optional[str], int], str]] = None
+        try:
+            self._open(cfg, full, int(seed), device)
+        except BaseException:
+            self.close()
+            raise
+        self.seed = int(seed)
+
+    def _open(self, cfg: Dict[str, Any], full: Dict[str, Any], seed: int, device: Optional[str]) -> None:
+        cfg_path = self.path / "config.json"
         if cfg_path.exists():
             stored = self._read_json(cfg_path, "config.json")
             if not isinstance(stored, dict) or stored.get("format") != FORMAT:
@@ -227,6 +266,8 @@ class RunStore:
                 )
             self.config = stored
             self.resumed = True
+            self._remove_temporaries()
+            self._repair()
             if env is None:
                 _atomic_json(self.path / "env.json", environment_record(int(seed), device))
             else:
@@ -239,19 +280,108 @@ class RunStore:
                 )
                 _atomic_json(self.path / "env.json", env)
         else:
-            if self.path.is_dir() and any(p for p in self.path.iterdir() if not p.name.startswith(".")):
-                raise RunStoreError(
-                    f"{self.path} is not empty and has no config.json, so it is not a lazyrich run; "
-                    "choose an empty or new directory."
-                )
-            self.path.mkdir(parents=True, exist_ok=True)
+            (self.path / _manifest.MANIFEST).touch()  # first: every file from here on is recorded
             _atomic_json(self.path / "env.json", environment_record(int(seed), device))
             _atomic_json(cfg_path, full)  # config last: its presence marks an initialized run
             self.config = full
             self.resumed = False
-        self.seed = int(seed)
-        self._metrics: Optional[pd.DataFrame] = None
-        self._index: Optional[Dict[Tuple[Optional[str], int], str]] = None
+
+    # ------------------------------------------------------------------ lock
+    def close(self) -> None:
+        """Release the run directory's lock (also done when the store is garbage collected or the process ends)."""
+        if getattr(self, "_lock", None) is not None:
+            self._lock.release()
+            self._lock = None
+
+    def __enter__(self) -> "RunStore":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ damage on resume
+    def _remove_temporaries(self) -> None:
+        """Delete ``.<name>.*.tmp`` files left by a writer killed mid-write (we hold the lock, so it is dead)."""
+        for p in self.path.rglob(".*.tmp"):
+            try:
+                p.unlink()
+            except OSError:
+                pass
+
+    def _set_aside(self, rel: str) -> str:
+        """Rename ``rel`` to ``rel.damaged`` (``.damaged.1``, ... if taken) and record the removal."""
+        src = self.path / rel
+        dst = src.with_name(src.name + ".damaged")
+        k = 1
+        while dst.exists():
+            dst = src.with_name(f"{src.name}.damaged.{k}")
+            k += 1
+        to = None
+        if src.exists():
+            os.replace(src, dst)
+            to = dst.relative_to(self.path).as_posix()
+        _manifest.record_removed(self.path, rel, to)
+        return to or "(missing)"
+
+    def _repair(self) -> None:
+        """Verify every file of the run (checksums); set damaged ones aside and arrange their recomputation.
+
+        A damaged checkpoint is only set aside (training resumes from the last intact one). A damaged per-step
+        file (kernel, per-layer kernel, activation patterns, conserved quantities) of step ``s`` drops the
+        metrics row of ``s`` and limits the resume to checkpoints ``<= s``. A damaged ``metrics.csv``,
+        ``kernels/index.csv``, ``tracker_init.pt`` or probe file drops every metrics row (all steps are recorded
+        again, from step 0). Any other damaged file (a results table, a figure) is set aside, so the experiment
+        recomputes it. ``config.json`` and ``env.json`` were validated/rewritten by the caller.
+        """
+        legacy = not (self.path / _manifest.MANIFEST).exists()
+        res = _manifest.check_run(self.path, checksums=True, skip=("config.json", "env.json"))
+        if legacy:
+            (self.path / _manifest.MANIFEST).touch()
+            warnings.warn(
+                f"{self.path} has no manifest (written by an older lazyrich): its existing files are checked for "
+                "completeness only (sizes, headers, zip CRCs, NaN); files written from now on are recorded with "
+                "checksums.", RuntimeWarning, stacklevel=4,
+            )
+        if res.ok:
+            return
+        limit: Optional[int] = None
+        drop_steps: Set[int] = set()
+        restart = False
+        for d in res.damaged:
+            rel = d.path
+            to = self._set_aside(rel)
+            self.repairs.append((rel, d.reason, to))
+            s = _manifest.step_of(rel)
+            top = rel.split("/")[0]
+            if top == "checkpoints":
+                continue
+            if rel in ("metrics.csv", "kernels/index.csv", "tracker_init.pt") or top == "probe":
+                restart = True
+            elif s is not None:
+                drop_steps.add(s)
+                limit = s if limit is None else min(limit, s)
+        if restart:
+            limit = 0
+        if restart and (self.path / "metrics.csv").exists():
+            self._rewrite_metrics(self._read_metrics_file().iloc[0:0])
+        elif drop_steps and (self.path / "metrics.csv").exists():
+            df = self._read_metrics_file()
+            self._rewrite_metrics(df[~df["step"].isin(sorted(drop_steps))])
+        if (restart or drop_steps) and (self.path / "kernels" / "index.csv").exists():
+            idx = self._load_index()
+            for key in [k for k in idx if restart or k[1] in drop_steps]:
+                del idx[key]
+            self._write_index()
+        self._metrics = None
+        self._resume_limit = limit
+        listed = "; ".join(f"{rel} {why} -> {to}" for rel, why, to in self.repairs)
+        then = "the run recomputes what they held"
+        if limit is not None or any(rel.startswith("checkpoints/") for rel, _, _ in self.repairs):
+            intact = [c for c in self.checkpoint_steps() if limit is None or c <= limit]
+            where = f"the last intact checkpoint, step {intact[-1]}" if intact else "step 0 (no intact checkpoint)"
+            then = f"training resumes from {where}, and the run recomputes what they held"
+        warnings.warn(f"{self.path}: set aside {len(self.repairs)} damaged file(s) ({listed}); {then}.",
+                      RuntimeWarning, stacklevel=4)
 
     # ------------------------------------------------------------------ helpers
     def _read_json(self, path: Path, what: str):
@@ -280,23 +410,39 @@ class RunStore:
         """The metrics table (a copy); empty with a ``step`` column when nothing was recorded."""
         return self._load_metrics().copy()
 
+    def _read_metrics_file(self) -> pd.DataFrame:
+        p = self.path / "metrics.csv"
+        why = _manifest.csv_problem(p)
+        if why is None:
+            try:
+                df = pd.read_csv(p)
+            except Exception as e:
+                why = f"is corrupt ({e.__class__.__name__})"
+            else:
+                if "step" not in df.columns:
+                    why = "has no 'step' column"
+        if why is not None:
+            raise RunStoreError(
+                f"metrics.csv in {self.path} {why}; rerun on this directory to set it aside and recompute the "
+                "metrics, or choose a new run directory."
+            )
+        return df
+
     def _load_metrics(self) -> pd.DataFrame:
         if self._metrics is None:
-            p = self.path / "metrics.csv"
-            if p.exists():
-                try:
-                    df = pd.read_csv(p)
-                except Exception as e:
-                    raise RunStoreError(
-                        f"metrics.csv in {self.path} is corrupt ({e.__class__.__name__}); delete it to recompute "
-                        "the metrics, or choose a new run directory."
-                    ) from None
-                if "step" not in df.columns:
-                    raise RunStoreError(f"metrics.csv in {self.path} has no 'step' column; delete it or use a new directory.")
+            if (self.path / "metrics.csv").exists():
+                df = self._read_metrics_file()
             else:
                 df = pd.DataFrame({"step": pd.Series([], dtype="int64")})
             self._metrics = df
         return self._metrics
+
+    def _rewrite_metrics(self, df: pd.DataFrame) -> None:
+        cols = ["step"] + [c for c in df.columns if c != "step"]
+        df = df[cols].sort_values("step", kind="stable").reset_index(drop=True)
+        df["step"] = df["step"].astype("int64")
+        _atomic_csv(self.path / "metrics.csv", df)
+        self._metrics = df
 
     def append_metrics(self, row: Dict[str, Any]) -> None:
         """Add (or replace) the row of ``row["step"]`` and rewrite ``metrics.csv`` atomically."""
@@ -308,11 +454,7 @@ class RunStore:
         df = df[df["step"] != step]
         new = pd.DataFrame([{"step": step, **row}])
         df = pd.concat([df, new], ignore_index=True) if len(df) else new
-        cols = ["step"] + [c for c in df.columns if c != "step"]
-        df = df[cols].sort_values("step", kind="stable").reset_index(drop=True)
-        df["step"] = df["step"].astype("int64")
-        _atomic_csv(self.path / "metrics.csv", df)
-        self._metrics = df
+        self._rewrite_metrics(df)
 
     def completed_steps(self) -> Set[int]:
         """Steps whose metrics row exists (the row is written last, so the step is complete)."""
@@ -335,6 +477,10 @@ class RunStore:
                     self._index[(None, int(r.step))] = str(r.file)
         return self._index
 
+    def _write_index(self) -> None:
+        rows = sorted((s, f) for (l, s), f in self._load_index().items() if l is None)
+        _atomic_csv(self.path / "kernels" / "index.csv", pd.DataFrame(rows, columns=["step", "file"]))
+
     def save_kernel(self, step: int, K, layer: Optional[str] = None) -> Path:
         """Store a kernel as float32 ``.npy``; the total kernel is then listed in ``kernels/index.csv``."""
         if isinstance(K, torch.Tensor):
@@ -348,10 +494,8 @@ class RunStore:
             rel = Path("kernels") / "layers" / layer / f"{step_file(step)}.npy"
         _atomic_npy(self.path / rel, K)
         if layer is None:
-            idx = self._load_index()
-            idx[(None, int(step))] = rel.as_posix()
-            rows = sorted((s, f) for (l, s), f in idx.items() if l is None)
-            _atomic_csv(self.path / "kernels" / "index.csv", pd.DataFrame(rows, columns=["step", "file"]))
+            self._load_index()[(None, int(step))] = rel.as_posix()
+            self._write_index()
         return self.path / rel
 
     def kernel_steps(self) -> list:
@@ -364,6 +508,8 @@ class RunStore:
         state["step"] = int(step)
         p = self.path / "checkpoints" / f"{step_file(step)}.pt"
         _atomic_torch(p, state)
+        if self._resume_limit is not None and int(step) >= self._resume_limit:
+            self._resume_limit = None  # training has recomputed past the first damaged step
         return p
 
     def checkpoint_steps(self) -> list:
@@ -378,22 +524,50 @@ class RunStore:
                 continue
         return sorted(out)
 
+    def _read_checkpoint(self, step: int) -> Tuple[Optional[Dict[str, Any]], Optional[str]]:
+        """``(state, None)``, or ``(None, why)`` when the file differs from its manifest record or is corrupt."""
+        p = self.path / "checkpoints" / f"{step_file(step)}.pt"
+        rec = (_manifest.read_manifest(self.path)[0] or {}).get(p.relative_to(self.path).as_posix())
+        raw = p.read_bytes()
+        if rec is not None and len(raw) != rec["size"]:
+            what = "truncated" if len(raw) < rec["size"] else "altered"
+            return None, f"is {what}: {len(raw)} bytes where the manifest records {rec['size']}"
+        if rec is not None and hashlib.sha256(raw).hexdigest() != rec["sha256"]:
+            return None, "does not match its SHA-256 in the manifest (its contents were altered)"
+        try:
+            return torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True), None
+        except Exception as e:
+            return None, f"is corrupt ({e.__class__.__name__})"
+
     def load_checkpoint(self, step: int) -> Dict[str, Any]:
+        """The checkpoint of ``step``, verified against its manifest record (size and SHA-256) first.
+
+        Raises :class:`RunStoreError` (naming the file) when it is damaged, ``FileNotFoundError`` when absent.
+        """
         p = self.path / "checkpoints" / f"{step_file(step)}.pt"
         if not p.exists():
             raise FileNotFoundError(f"No checkpoint for step {step} in {self.path}; available: {self.checkpoint_steps()}.")
-        try:
-            return torch.load(p, map_location="cpu", weights_only=True)
-        except Exception as e:
+        state, why = self._read_checkpoint(step)
+        if why is not None:
             raise RunStoreError(
-                f"Checkpoint {p} is corrupt ({e.__class__.__name__}); delete it to resume from an earlier one."
-            ) from None
+                f"Checkpoint {p} {why}; rerun on this directory to set it aside and resume from an earlier checkpoint."
+            )
+        return state
 
     def latest_checkpoint(self) -> Optional[Tuple[int, Dict[str, Any]]]:
-        """``(step, state)`` of the newest readable checkpoint, or None. Unreadable ones are skipped with a warning."""
+        """``(step, state)`` of the newest intact checkpoint, or None.
+
+        A damaged one is set aside (``<name>.damaged``) with a warning and the next older one is tried. After a
+        resume that found damaged per-step files, only checkpoints up to the first damaged step count (so that
+        step is recomputed).
+        """
         for s in reversed(self.checkpoint_steps()):
-            try:
-                return s, self.load_checkpoint(s)
-            except RunStoreError as e:
-                warnings.warn(str(e), RuntimeWarning, stacklevel=2)
+            if self._resume_limit is not None and s > self._resume_limit:
+                continue
+            state, why = self._read_checkpoint(s)
+            if why is None:
+                return s, state
+            to = self._set_aside(f"checkpoints/{step_file(s)}.pt")
+            warnings.warn(f"Checkpoint {self.path / 'checkpoints' / (step_file(s) + '.pt')} {why}: set aside as {to}; "
+                          "resuming from the previous intact checkpoint.", RuntimeWarning, stacklevel=2)
         return None

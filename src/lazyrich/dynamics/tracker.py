@@ -58,6 +58,12 @@ class Schedule:
             return step % self.every == 0
         return step in self.steps
 
+    def beyond(self, t: int) -> List[int]:
+        """Scheduled steps ``> t`` in increasing order (empty for an every-``k`` schedule, which has no end)."""
+        if self.every is not None:
+            return []
+        return sorted(s for s in self.steps if s > t)
+
     def up_to(self, t: int) -> List[int]:
         """Scheduled steps ``<= t`` in increasing order."""
         if self.every is not None:
@@ -130,6 +136,7 @@ def _targets_like(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     if not y.is_floating_point():  # class labels -> one-hot
         if out.dim() != 2:
             raise ValueError(f"MSE with integer labels needs outputs (n, classes), got {tuple(out.shape)}.")
+        _check_labels(y, out.shape[1])
         return F.one_hot(y.long(), out.shape[1]).to(out.dtype)
     y = y.to(out.dtype)
     if y.numel() != out.numel():
@@ -137,13 +144,32 @@ def _targets_like(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return y.reshape(out.shape)
 
 
+def _check_labels(y: torch.Tensor, classes: int) -> None:
+    """Integer labels must be ``(n,)`` and lie in ``[0, classes)`` (one class per model output)."""
+    if y.dim() != 1:
+        raise ValueError(
+            f"Integer class labels must have shape (n,), got {tuple(y.shape)}; flatten them (e.g. y.reshape(-1))."
+        )
+    if y.numel() == 0:
+        return
+    lo, hi = int(y.min()), int(y.max())
+    if lo < 0 or hi >= classes:
+        raise ValueError(
+            f"Labels must lie in [0, {classes}) for a model with {classes} outputs, but the data hold labels "
+            f"{lo}..{hi}; relabel the classes as 0..{classes - 1} or give the model {max(hi + 1, classes)} outputs."
+        )
+
+
 def compute_loss(out: torch.Tensor, y: torch.Tensor, loss: str, reduction: str = "mean") -> torch.Tensor:
     """``"cross_entropy"``: softmax cross-entropy on integer labels. ``"mse"``: ``0.5 ||f(x) - y||^2`` per sample
-    (sum over outputs; integer labels become one-hot targets). ``reduction`` "mean" or "sum" over samples."""
+    (sum over outputs; integer labels become one-hot targets). ``reduction`` "mean" or "sum" over samples.
+
+    Integer labels outside ``[0, number of outputs)`` raise ``ValueError`` (not torch's ``IndexError``)."""
     if loss == "cross_entropy":
         if y.is_floating_point():
             raise ValueError("cross_entropy needs integer class labels; use loss='mse' for float targets.")
         out2 = out.reshape(out.shape[0], -1)
+        _check_labels(y, out2.shape[1])
         return F.cross_entropy(out2, y.long(), reduction=reduction)
     t = _targets_like(out, y)
     per = 0.5 * (out - t).pow(2).reshape(out.shape[0], -1).sum(1)
@@ -172,8 +198,18 @@ def as_xy(data, split: str = "train") -> Optional[Tuple[torch.Tensor, torch.Tens
         raise TypeError(f"Evaluation data must be a (x, y) tuple or a lazyrich.data.Dataset, got {type(data).__name__}.")
     if not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor):
         raise TypeError("Evaluation data must hold torch tensors.")
+    if x.dim() == 0 or y.dim() == 0:
+        raise ValueError("x and y need a leading sample axis (n, ...); add one with x.unsqueeze(0).")
     if x.shape[0] != y.shape[0]:
         raise ValueError(f"x has {x.shape[0]} samples but y has {y.shape[0]}.")
+    for name, t in (("inputs x", x), ("targets y", y)):
+        if t.is_floating_point() or t.is_complex():
+            bad = int((~torch.isfinite(t)).sum())
+            if bad:
+                raise ValueError(
+                    f"The {split} {name} hold {bad} NaN or infinite values (of {t.numel()}); "
+                    "remove or impute them before training or evaluating."
+                )
     return x, y
 
 
@@ -404,6 +440,8 @@ class Tracker:
             idx = torch.randperm(probe_x.shape[0], generator=g)[: int(probe_size)].sort().values
             probe_x = probe_x[idx]
             probe_y = None if probe_y is None else probe_y[idx]
+        if (probe_x.is_floating_point() or probe_x.is_complex()) and not bool(torch.isfinite(probe_x).all()):
+            raise ValueError("probe_x holds NaN or infinite values; pick probe points from clean data.")
         self.model = model
         self.probe_x = probe_x.detach()
         self.probe_y = None if probe_y is None else probe_y.detach()
@@ -415,17 +453,26 @@ class Tracker:
         self.seed = int(seed)
         self.train_data = train_data
         self.test_data = test_data
-        as_xy(train_data, "train"), as_xy(test_data, "test")  # validate early
+        for split, data in (("train", train_data), ("test", test_data)):  # validate early
+            xy = as_xy(data, split)
+            if xy is not None and tuple(xy[0].shape[1:]) != tuple(self.probe_x.shape[1:]):
+                raise ValueError(
+                    f"The probe points have shape {tuple(self.probe_x.shape[1:])} but the {split} inputs have "
+                    f"{tuple(xy[0].shape[1:])}; draw probe_x from the same inputs the model is trained on."
+                )
         self.record_kernel = bool(record_kernel)
         self.record_activations = bool(record_activations)
         self.record_conserved = bool(record_conserved)
         self.record_patterns = bool(record_patterns)
+        if isinstance(eval_batch_size, bool) or not isinstance(eval_batch_size, (int, np.integer)) or eval_batch_size < 1:
+            raise ValueError(f"eval_batch_size must be a positive int, got {eval_batch_size!r}.")
         self.eval_batch_size = int(eval_batch_size)
         self.ntk_batch_size = ntk_batch_size
         self.layer_lrs = resolve_layer_lrs(model, layer_lrs)
 
         if store is None and run_dir is None:
             raise ValueError("Tracker needs run_dir=... or store=... to record into.")
+        self._check_probe_fits_model()
         if store is not None and run_dir is not None and Path(run_dir).resolve() != store.path.resolve():
             raise ValueError("Pass either run_dir or store, not two different locations.")
         if store is None:
@@ -448,6 +495,19 @@ class Tracker:
         self._K0: Optional[np.ndarray] = None
 
     # ------------------------------------------------------------------ setup
+    def _check_probe_fits_model(self) -> None:
+        """One eval-mode forward of two probe points, so a probe of the wrong shape or dtype fails here, clearly."""
+        x = self.probe_x[:2].to(self._device())
+        try:
+            with self._eval_mode(), torch.no_grad():
+                self.model(x)
+        except (RuntimeError, ValueError, TypeError, IndexError) as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ValueError(
+                f"The model cannot take the probe points (shape {tuple(self.probe_x.shape[1:])}, "
+                f"{self.probe_x.dtype}): {first}; give probe_x the per-sample shape and dtype of the training inputs."
+            ) from e
+
     def _save_probe(self) -> None:
         d = self.store.path / "probe"
         px = self.probe_x.cpu().numpy()

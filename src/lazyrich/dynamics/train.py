@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 import random
 import sys
+import warnings
 from typing import Callable, Dict, Mapping, Optional, Union
 
 import numpy as np
@@ -194,13 +195,18 @@ def train(
         raise ValueError(f"lr must be a positive finite number, got {lr!r}.")
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}.")
+    for name, v in (("weight_decay", weight_decay), ("momentum", momentum)):
+        if isinstance(v, bool) or not isinstance(v, (int, float, np.floating, np.integer)) or not math.isfinite(v):
+            raise ValueError(f"{name} must be a finite number, got {v!r}.")
     if weight_decay < 0 or not (0 <= momentum < 1 + 1e-12):
         raise ValueError("weight_decay must be >= 0 and momentum in [0, 1).")
     _check_loss(loss)
     lr_factor(lr_schedule, 0, max(steps, 1))  # validate early
     x, y = as_xy(data, "train")
     n = x.shape[0]
-    if batch_size is not None and (isinstance(batch_size, bool) or int(batch_size) < 1):
+    if batch_size is not None and (
+        isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1
+    ):
         raise ValueError(f"batch_size must be None (full batch) or a positive int, got {batch_size!r}.")
     full_batch = batch_size is None or int(batch_size) >= n
     bs = n if full_batch else int(batch_size)
@@ -212,8 +218,20 @@ def train(
         raise ValueError("The model has no trainable parameters; nothing to train.")
     device = params[0].device
     x, y = x.to(device), y.to(device)
+    dtypes = {p.dtype for p in params if p.is_floating_point()}
+    if x.is_floating_point() and len(dtypes) == 1 and x.dtype not in dtypes:
+        (pd_,) = dtypes
+        raise ValueError(
+            f"The training inputs are {x.dtype} but the model's parameters are {pd_}; convert one to the other "
+            f"(e.g. x.to({pd_}) or model.to({x.dtype}))."
+        )
 
     if tracker is not None:
+        if tuple(tracker.probe_x.shape[1:]) != tuple(x.shape[1:]):
+            raise ValueError(
+                f"The tracker's probe points have shape {tuple(tracker.probe_x.shape[1:])} but the training inputs "
+                f"have {tuple(x.shape[1:])}; draw the probe set from the training inputs."
+            )
         if tracker.train_data is None:
             tracker.train_data = (x, y)
         if tracker.test_data is None and hasattr(data, "x_test"):
@@ -230,6 +248,17 @@ def train(
         ckpt = tracker.schedule
     else:
         ckpt = parse_schedule(max(1, steps // 10))
+    for what, sched in (("Tracker schedule", None if tracker is None else tracker.schedule),
+                        ("checkpoint_steps", None if checkpoint_steps is None else ckpt)):
+        late = [] if sched is None else sched.beyond(steps)
+        if late:
+            shown = ", ".join(map(str, late[:5])) + (f", ... ({len(late)} steps)" if len(late) > 5 else "")
+            warnings.warn(
+                f"{what} steps {shown} lie beyond the run's length steps={steps} and will never be recorded; "
+                f"raise steps or drop those steps from the schedule.",
+                UserWarning,
+                stacklevel=2,
+            )
 
     opt = _make_optimizer(model, optimizer, float(lr), float(momentum), float(weight_decay), mults)
     cuda_devs = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []

@@ -60,6 +60,7 @@ __all__ = [
     "SharedLayerNet",
     "shared_layer_net",
     "TwoLayerNet",
+    "NormalizedTwoLayer",
     "two_layer",
 ]
 
@@ -744,6 +745,13 @@ class TwoLayerNet(nn.Module):
 
     Initialization (eq. (4)): ``a_k ~ N(0, beta1^2)``, ``w_k ~ N(0, beta2^2 I)``.
 
+    ``symmetric=True`` is the antisymmetric initialization (ASI) trick of Zhang et al. (2019) used by
+    Luo et al. (Remark 5) and Kunin et al.: ``m`` (even) is the total width; the first ``m/2`` neurons
+    are drawn from eq. (4), the last ``m/2`` are copies with flipped output weights
+    (``w_{k+m/2} = w_k``, ``a_{k+m/2} = -a_k``).  Each half is evaluated on its own, so the two halves
+    cancel bit for bit and ``f_0(x) = 0`` exactly; the marginal law of every neuron is still eq. (4).
+    Training then moves the halves apart as usual.
+
     Input ``(n, d)`` (or ``(n, *shape)``, flattened); output ``(n,
     out_features)``.
     """
@@ -759,6 +767,7 @@ class TwoLayerNet(nn.Module):
         bias: bool = False,
         out_features: int = 1,
         generator: torch.Generator | None = None,
+        symmetric: bool = False,
     ) -> None:
         super().__init__()
         _check_pos_int(d, "d")
@@ -769,30 +778,117 @@ class TwoLayerNet(nn.Module):
                 raise TypeError(f"{n} must be a positive float, got {v!r}.")
             if not (math.isfinite(v) and v > 0):
                 raise ValueError(f"{n} must be a positive finite float, got {v}.")
+        if not isinstance(symmetric, bool):
+            raise TypeError(f"symmetric must be True or False, got {symmetric!r}.")
+        if symmetric and m % 2:
+            raise ValueError(f"symmetric=True duplicates neurons, so m must be even; got m={m} (use {m + 1}).")
         self.d, self.m, self.bias = d, m, bool(bias)
+        self.symmetric = symmetric
         self.alpha, self.beta1, self.beta2 = float(alpha), float(beta1), float(beta2)
         self.activation = activation
         self.act = make_activation(activation)
         d_eff = d + int(self.bias)
         # Draw order: w first, then a (documented so that seeds are stable).
-        self.w = nn.Parameter(torch.randn(m, d_eff, generator=generator) * self.beta2)
-        self.a = nn.Parameter(torch.randn(m, out_features, generator=generator) * self.beta1)
+        m_draw = m // 2 if symmetric else m
+        w = torch.randn(m_draw, d_eff, generator=generator) * self.beta2
+        a = torch.randn(m_draw, out_features, generator=generator) * self.beta1
+        if symmetric:
+            w, a = torch.cat([w, w]), torch.cat([a, -a])
+        self.w = nn.Parameter(w)
+        self.a = nn.Parameter(a)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def _expand(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() > 2:
             x = x.flatten(start_dim=1)
         if x.shape[-1] != self.d:
             raise ValueError(f"TwoLayerNet expects inputs with d={self.d} features, got {x.shape[-1]}.")
         if self.bias:
             x = torch.cat([x, x.new_ones(x.shape[:-1] + (1,))], dim=-1)
-        h = self.act(x @ self.w.T)
-        return (h @ self.a) / self.alpha
+        return x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self._expand(x)
+        if self.symmetric:
+            h = self.m // 2
+            out = self.act(x @ self.w[:h].T) @ self.a[:h] + self.act(x @ self.w[h:].T) @ self.a[h:]
+            return out / self.alpha
+        return (self.act(x @ self.w.T) @ self.a) / self.alpha
+
+    @property
+    def kappa(self) -> float:
+        """Energetic scaling parameter ``kappa = beta1 beta2 / alpha``, Luo et al. eq. (8)."""
+        return self.beta1 * self.beta2 / self.alpha
+
+    @property
+    def kappa_prime(self) -> float:
+        """Dynamical scaling parameter ``kappa' = beta1 / beta2``, Luo et al. eq. (8)."""
+        return self.beta1 / self.beta2
+
+    def normalized(self) -> "NormalizedTwoLayer":
+        """The normalized model of Luo et al. eqs. (7)-(13) at the current parameters (detached copies):
+        ``a_bar = a / beta1``, ``w_bar = w / beta2`` with ``kappa``, ``kappa'``; see :class:`NormalizedTwoLayer`."""
+        return NormalizedTwoLayer(kappa=self.kappa, kappa_prime=self.kappa_prime,
+                                  a=self.a.detach() / self.beta1, w=self.w.detach() / self.beta2,
+                                  beta1=self.beta1, beta2=self.beta2, bias=self.bias,
+                                  activation=self.activation)
+
+    def load_normalized(self, view: "NormalizedTwoLayer") -> "TwoLayerNet":
+        """Set ``a = beta1 a_bar``, ``w = beta2 w_bar`` from a normalized view (inverse of :meth:`normalized`)."""
+        if view.a.shape != self.a.shape or view.w.shape != self.w.shape:
+            raise ValueError(f"the view has a {tuple(view.a.shape)}, w {tuple(view.w.shape)}; this net needs "
+                             f"a {tuple(self.a.shape)}, w {tuple(self.w.shape)}: take the view of a net of the same size.")
+        with torch.no_grad():
+            self.a.copy_(view.a * self.beta1)
+            self.w.copy_(view.w * self.beta2)
+        return self
 
     def extra_repr(self) -> str:
         return (
             f"d={self.d}, m={self.m}, activation={self.activation!r}, alpha={self.alpha}, "
-            f"beta1={self.beta1}, beta2={self.beta2}, bias={self.bias}"
+            f"beta1={self.beta1}, beta2={self.beta2}, bias={self.bias}, symmetric={self.symmetric}"
         )
+
+
+class NormalizedTwoLayer:
+    """Normalized two-layer model of Luo et al. eq. (9): ``f(x) = kappa sum_k a_bar_k sigma(w_bar_k . x)``,
+    risk eq. (10), trained by the weighted flow eq. (12) ``d q_bar_k / d t_bar = -M_kappa' grad R_kappa``
+    with mobility ``M_kappa' = diag(1/kappa', kappa' I_d)`` (eq. (13)) and ``t_bar = t / (beta1 beta2)``
+    (eq. (7)).  Built by :meth:`TwoLayerNet.normalized`; tensors ``a`` (m, out), ``w`` (m, d_eff).
+    """
+
+    def __init__(self, *, kappa: float, kappa_prime: float, a: torch.Tensor, w: torch.Tensor,
+                 beta1: float, beta2: float, bias: bool, activation: str = "relu") -> None:
+        self.kappa, self.kappa_prime = float(kappa), float(kappa_prime)
+        self.a, self.w = a, w
+        self.beta1, self.beta2, self.bias = float(beta1), float(beta2), bool(bias)
+        self.activation = activation
+        self._act = make_activation(activation)
+
+    def _expand(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.flatten(start_dim=1) if x.dim() > 2 else x
+        return torch.cat([x, x.new_ones(x.shape[:-1] + (1,))], dim=-1) if self.bias else x
+
+    def forward(self, x: torch.Tensor, a: torch.Tensor | None = None, w: torch.Tensor | None = None) -> torch.Tensor:
+        """``kappa * sigma(x w_bar^T) a_bar``, eq. (9), shape (n, out)."""
+        a = self.a if a is None else a
+        w = self.w if w is None else w
+        return self.kappa * (self._act(self._expand(x) @ w.T) @ a)
+
+    __call__ = forward
+
+    def velocity(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(d a_bar/d t_bar, d w_bar/d t_bar)`` of the weighted flow eq. (12)-(13) for the risk eq. (10)
+        ``R = 1/(2n) sum_i (f(x_i) - y_i)^2`` (``y`` of shape (n, out) or (n,))."""
+        a = self.a.detach().clone().requires_grad_(True)
+        w = self.w.detach().clone().requires_grad_(True)
+        f = self.forward(x, a, w)
+        risk = 0.5 * ((f - y.reshape(f.shape)) ** 2).mean(0).sum()
+        ga, gw = torch.autograd.grad(risk, (a, w))
+        return -ga / self.kappa_prime, -self.kappa_prime * gw
+
+    def time(self, t):
+        """Normalized time ``t_bar = t / (beta1 beta2)`` of an original flow time ``t`` (eq. (7))."""
+        return t / (self.beta1 * self.beta2)
 
 
 def two_layer(
@@ -807,6 +903,7 @@ def two_layer(
     *,
     seed: int | None = None,
     generator: torch.Generator | None = None,
+    symmetric: bool = False,
 ) -> TwoLayerNet:
     """Luo et al. two-layer net, eqs. (1), (3)-(4); see :class:`TwoLayerNet`.
 
@@ -819,7 +916,8 @@ def two_layer(
 
     Randomness: with ``generator`` the weights are drawn directly from it
     (``w`` first, then ``a``); with ``seed`` from ``torch.Generator().manual_seed(seed)``;
-    with neither from the global RNG.
+    with neither from the global RNG.  ``symmetric=True``: antisymmetric initialization (``f_0 = 0``
+    exactly, ``m`` even), see :class:`TwoLayerNet`.
     """
     if seed is not None and generator is not None:
         raise ValueError("pass either seed or generator, not both.")
@@ -827,4 +925,4 @@ def two_layer(
         raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}.")
     if seed is not None:
         generator = torch.Generator().manual_seed(_resolve_seed(seed, None))  # type: ignore[arg-type]
-    return TwoLayerNet(d, m, activation, alpha, beta1, beta2, bias, out_features, generator)
+    return TwoLayerNet(d, m, activation, alpha, beta1, beta2, bias, out_features, generator, symmetric)

@@ -1,7 +1,8 @@
 """The eNTK engine: per-layer structured rules with an autograd fallback, kernel distance,
-linearization."""
+linearization, closed-form lazy (linearized) predictions."""
 
 from .distance import kernel_distance
+from .lazy_predict import LazyPrediction, lazy_predict
 from .engine import available_memory, empirical_ntk, trainable_parameters
 from .linearize import LinearizedModel, linearize
 from .methods import NTKMethod
@@ -10,6 +11,8 @@ from .rules import Rule, get_rule, register_rule, registered_types
 __all__ = [
     "empirical_ntk",
     "kernel_distance",
+    "lazy_predict",
+    "LazyPrediction",
     "linearize",
     "LinearizedModel",
     "NTKMethod",

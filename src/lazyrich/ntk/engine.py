@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 import weakref
 from dataclasses import dataclass, field
 from typing import Dict, List, Mapping, Optional
@@ -16,10 +17,11 @@ from typing import Dict, List, Mapping, Optional
 import torch
 import torch.nn as nn
 
-from ._functional import no_fused_fastpaths
 from .factors import Explicit, SplitExplicit, contract, exactly_symmetric
+from .jacobians import per_sample_jacobian
 from .methods import NTKMethod, parse_outputs
 from .rules import LinearRule, get_rule
+from .vector_products import forward_ad_unsupported, ntk_vp
 
 __all__ = ["empirical_ntk", "available_memory", "trainable_parameters"]
 
@@ -357,35 +359,6 @@ class _Capture:
         return False
 
 
-def _per_sample_jacobian(model, x, names, ks, chunk):
-    """``{name: (n, len(ks), numel)}`` per-sample Jacobians by ``torch.func`` (vmap over samples)."""
-    from torch.func import functional_call, jacrev, vmap
-
-    all_params = {n: p.detach() for n, p in model.named_parameters()}
-    buffers = {n: b for n, b in model.named_buffers()}
-    sub = {n: all_params[n] for n in names}
-    ks_t = torch.as_tensor(ks, device=x.device)
-
-    def f(sub_params, xi):
-        p = dict(all_params)
-        p.update(sub_params)
-        out = functional_call(model, (p, buffers), (xi.unsqueeze(0),))
-        return out.reshape(-1)[ks_t]
-
-    out: Dict[str, List[torch.Tensor]] = {n: [] for n in names}
-    for s in range(0, x.shape[0], chunk):
-        xs = x[s : s + chunk]
-        with no_fused_fastpaths():
-            try:
-                jac = vmap(jacrev(f), in_dims=(None, 0))(sub, xs)
-            except Exception:  # models vmap cannot batch: one sample at a time
-                per = [jacrev(f)(sub, xi) for xi in xs]
-                jac = {n: torch.stack([j[n] for j in per]) for n in names}
-        for n in names:
-            out[n].append(jac[n].reshape(xs.shape[0], len(ks), -1).detach())
-    return {n: torch.cat(v) for n, v in out.items()}
-
-
 def _batchnorm_fusions(plan: _Plan, cap: _Capture, out: torch.Tensor) -> Dict[tuple, tuple]:
     """Ruled layer calls whose output feeds only a layer with a
     :meth:`~lazyrich.ntk.rules.Rule.input_gradient_scale` (an eval-mode BatchNorm):
@@ -581,7 +554,7 @@ class _Engine:
             del cap
         if plan.fallback:
             chunk = max(1, x.shape[0])
-            jac = _per_sample_jacobian(model, x, plan.fallback, self.ks, chunk)
+            jac = per_sample_jacobian(model, x, plan.fallback, self.ks, chunk)
             for n in list(jac):
                 yield n, Explicit(jac.pop(n))
 
@@ -739,48 +712,6 @@ def _merge_explicit(factors: Dict[str, object], scales: Dict[str, float]) -> lis
     return out + rest
 
 
-def _ntk_vp(model, x1, x2, params, scales, ks, mode, per_layer):
-    """NTK-vector products (Novak et al. 2022): for every column ``(j, l)`` a vector-Jacobian
-    product gives ``J2[j, l]`` (one sample at a time), and a Jacobian-vector product over ``x1``
-    gives the column ``J1 (eta * J2[j, l])^T``. No Jacobian of more than one sample is stored."""
-    from torch.func import functional_call, jvp, vmap
-
-    all_params = {n: p.detach() for n, p in model.named_parameters()}
-    buffers = {n: b for n, b in model.named_buffers()}
-    names = list(params)
-    x2 = x1 if x2 is None else x2
-    n1, n2, c = x1.shape[0], x2.shape[0], len(ks)
-    ks_t = torch.as_tensor(ks, device=x1.device)
-    sub = {n: all_params[n] for n in names}
-
-    def f1(sub_params):
-        p = dict(all_params)
-        p.update(sub_params)
-        return functional_call(model, (p, buffers), (x1,)).reshape(n1, -1)[:, ks_t]
-
-    groups = [[n] for n in names] if per_layer else [names]
-    results = {}
-    for grp in groups:
-        K = torch.zeros(n1, n2, c, c, dtype=next(iter(params.values())).dtype, device=x1.device)
-        for j in range(n2):
-            jac = _per_sample_jacobian(model, x2[j : j + 1], grp, ks, 1)  # name -> (1, c, P)
-            tans = [(jac[n][0] * scales[n]).reshape((c,) + tuple(params[n].shape)) for n in grp]
-
-            def col(*tan_list):
-                tangent = {n: torch.zeros_like(sub[n]) for n in names}
-                tangent.update(dict(zip(grp, tan_list)))
-                return jvp(f1, (sub,), (tangent,))[1]
-
-            with no_fused_fastpaths():
-                K[:, j] = vmap(col)(*tans).permute(1, 2, 0)  # (c_l, n1, c_k) -> (n1, c_k, c_l)
-        if mode == "trace":
-            K = torch.diagonal(K, dim1=2, dim2=3).sum(-1)
-        elif mode == "diagonal":
-            K = torch.diagonal(K, dim1=2, dim2=3)
-        results[grp[0] if per_layer else None] = K
-    return results if per_layer else results[None]
-
-
 def empirical_ntk(
     model: nn.Module,
     x1: torch.Tensor,
@@ -811,7 +742,10 @@ def empirical_ntk(
         int ``k`` -> ``(n1, n2)`` kernel of logit ``k``. With a single output every mode returns
         ``(n1, n2)``.
     method : {"auto", "structured", "jacobian", "ntk_vp"} or NTKMethod
-        Algorithm; all give the same numbers. See :class:`lazyrich.ntk.NTKMethod`.
+        Algorithm; all give the same numbers. See :class:`lazyrich.ntk.NTKMethod`. Every
+        ``torch.func`` (vmap) result is self-checked once per model and input shape against
+        plain ``torch.autograd.grad``; where a batching rule is wrong (e.g. through
+        ``nn.PReLU``) a ``RuntimeWarning`` names the layers and per-sample autograd is used.
     per_layer : bool
         If True return ``{parameter name: kernel}`` (every trainable parameter, in
         ``model.named_parameters()`` order); the values sum to the total kernel.
@@ -871,8 +805,19 @@ def empirical_ntk(
         )
 
     if method is NTKMethod.NTK_VP:
-        res = _ntk_vp(model, x1, x2, params, scales, ks, kmode, per_layer)
-        return _finish(res, single)
+        try:
+            return _finish(ntk_vp(model, x1, x2, params, scales, ks, kmode, per_layer), single)
+        except NotImplementedError as err:
+            if not forward_ad_unsupported(err):
+                raise
+            warnings.warn(
+                f"method='ntk_vp' needs forward-mode AD, which torch does not implement for an operator of "
+                f"{type(model).__name__} ({str(err).splitlines()[0]}); computing with method='jacobian' instead "
+                "(the same kernel, more memory: lower batch_size if it does not fit).",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            method = NTKMethod.JACOBIAN  # the plan (every parameter by autograd) is the same
 
     choose = _make_choose(n1, n2, kmode, c_sel)
     eng = _Engine(model, params, plan, ks, choose, fold_batchnorm=_FOLD_BATCHNORM)

@@ -36,6 +36,20 @@ class NTKMethod(str, enum.Enum):
         ``STRUCTURED`` where a rule exists, ``JACOBIAN`` for every other parameter (for example
         the fused projection of ``nn.MultiheadAttention`` or a weight tied across modules).
         No parameter is ever skipped. The default.
+
+    Self-checks of the autograd paths. ``torch.func.vmap`` batches through per-operator rules
+    that can be wrong without raising (through ``nn.PReLU`` it returns wrong Jacobians when the
+    batch size equals the number of outputs). So no batched result is trusted because it did not
+    raise: for each (model, parameters, outputs, per-sample shape, batch size, dtype, device) the
+    first batched result of ``JACOBIAN`` (and of the ``AUTO`` fallback) is compared, at its first
+    and last sample, with plain ``torch.autograd.grad`` Jacobians, and the first kernel column of
+    ``NTK_VP`` likewise (:mod:`lazyrich.ntk.jacobians`, :mod:`lazyrich.ntk.vector_products`).
+    On disagreement a ``RuntimeWarning`` names the layers and the kernel is computed from
+    per-sample autograd (correct, slower); the verdict is cached per model, so the check costs
+    ``2 c`` one-sample backward passes once. ``STRUCTURED`` rules are exact formulas, tested
+    against brute-force autograd in ``tests/``. ``NTK_VP`` on a model with an operator that has
+    no forward-mode AD (``torch.nn.utils.parametrizations.weight_norm``) warns and computes the
+    kernel with ``JACOBIAN``.
     """
 
     STRUCTURED = "structured"

@@ -502,11 +502,39 @@ class BatchNormEvalRule(GroupNormRule):
         return (x - module.running_mean.view(shape)) / torch.sqrt(module.running_var.view(shape) + module.eps)
 
 
+class PReLURule(Rule):
+    """``nn.PReLU``: ``y = max(x, 0) + a * min(x, 0)`` elementwise, with one slope ``a`` per
+    channel (axis 1 of a batch-first input; ``num_parameters = C``) or one for all
+    (``num_parameters = 1``). ``d y / d a_ch = min(x, 0)``, so the slope's per-sample gradient
+    is ``J[i, k, ch] = sum_{non-channel positions} g_k * min(x, 0)`` (the input derivative,
+    ``x > 0 ? 1 : a``, is autograd's, through the engine's probes)."""
+
+    param_names = ("weight",)
+
+    def record(self, module, inp):
+        return inp.detach().clamp(max=0)
+
+    def stacks_gradients(self, explicit):
+        return False  # consumed one output at a time
+
+    def factors(self, module, records, grads, wanted, choose, fold_bias=False):
+        P = module.weight.numel()
+
+        def per_output(gk, neg):  # (n, ...) -> (n, P)
+            t = gk * neg
+            if P == 1:
+                return t.reshape(t.shape[0], -1).sum(1, keepdim=True)
+            return t.reshape(t.shape[0], P, -1).sum(2)  # (torch's prelu needs C = P channels on axis 1)
+
+        return {"weight": Explicit(_sum_over_calls(grads, per_output, records))} if "weight" in wanted else {}
+
+
 register_rule(nn.Linear, LinearRule())
 register_rule(nn.Conv1d, ConvRule(1))
 register_rule(nn.Conv2d, ConvRule(2))
 register_rule(nn.Embedding, EmbeddingRule())
 register_rule(nn.LayerNorm, LayerNormRule())
 register_rule(nn.GroupNorm, GroupNormRule())
+register_rule(nn.PReLU, PReLURule())
 for _bn in (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d):
     register_rule(_bn, BatchNormEvalRule())

@@ -13,7 +13,11 @@ from lazyrich.plots.figures import (
     save_figure,
     save_figures,
 )
-from lazyrich.plots.rebalance import fig_lenet_rebalance
+from lazyrich.plots.rebalance import fig_lenet_rebalance, fig_rhm_sample_complexity
+from lazyrich.plots.single_neuron import fig_single_neuron
+from lazyrich.plots.early_time import (fig_early_time_discrepancy, fig_early_time_logits, fig_early_time_losses,
+                                       fig_early_time_norm)
+from lazyrich.plots.teacher_student import fig_teacher_student_maps, fig_teacher_student_neurons
 from lazyrich.plots.report import experiment_report, format_headline, headline_numbers, report
 
 __all__ = [
@@ -33,4 +37,12 @@ __all__ = [
     "report",
     "experiment_report",
     "fig_lenet_rebalance",
+    "fig_single_neuron",
+    "fig_early_time_losses",
+    "fig_early_time_logits",
+    "fig_early_time_discrepancy",
+    "fig_early_time_norm",
+    "fig_teacher_student_maps",
+    "fig_teacher_student_neurons",
+    "fig_rhm_sample_complexity",
 ]

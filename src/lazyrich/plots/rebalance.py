@@ -1,4 +1,4 @@
-"""Figures of the rebalancing experiments (Kunin et al., *Get rich quick*, Fig. 5a)."""
+"""Figures of the rebalancing experiments (Kunin et al., *Get rich quick*, Fig. 5a LeNet-5, Fig. 5c RHM)."""
 
 from __future__ import annotations
 
@@ -10,19 +10,18 @@ from matplotlib.figure import Figure
 
 from lazyrich.plots.figures import _new_figure
 
-__all__ = ["fig_lenet_rebalance", "read_tables"]
+__all__ = ["fig_lenet_rebalance", "fig_rhm_sample_complexity", "read_tables"]
 
 
 def read_tables(source: Union[str, Path, pd.DataFrame]) -> pd.DataFrame:
-    """A DataFrame as is; the ``results.csv`` of a run directory or the aggregated one of a sweep directory;
-    else every ``results.csv`` under the directory, concatenated."""
+    """A DataFrame as is; the ``results.csv`` of a run directory, or of a sweep directory (the sweep's
+    aggregated table); else every ``results.csv`` under the directory, concatenated."""
     if isinstance(source, pd.DataFrame):
         return source
-    if (Path(source) / "results.csv").is_file():
-        return pd.read_csv(Path(source) / "results.csv")
-    paths = sorted(Path(source).rglob("results.csv"))
+    top = Path(source) / "results.csv"
+    paths = [top] if top.is_file() else sorted(Path(source).rglob("results.csv"))
     if not paths:
-        raise FileNotFoundError(f"no results.csv under {source}; run `lazyrich run lenet-rebalance` into it first.")
+        raise FileNotFoundError(f"no results.csv under {source}; run an experiment (e.g. `lazyrich run rhm`) into it first.")
     return pd.concat([pd.read_csv(p) for p in paths], ignore_index=True)
 
 
@@ -43,4 +42,25 @@ def fig_lenet_rebalance(source) -> Figure:
         ax.set_xlabel("step")
         ax.set_title(title)
     axes[0].legend(fontsize=8)
+    return fig
+
+
+def fig_rhm_sample_complexity(source) -> Figure:
+    """Fig. 5c: test accuracy against the training-set size (fraction of the RHM's P_max data, log axis), one
+    line per alpha, mean over seeds with the standard deviation as error bars; dotted: chance 1/n_c."""
+    df = read_tables(source)
+    need = {"alpha", "seed", "train_fraction", "test_acc"}
+    if not need <= set(df.columns):
+        raise ValueError(f"the table lacks columns {sorted(need - set(df.columns))}; pass an rhm results table.")
+    stats = df.groupby(["alpha", "train_fraction"], as_index=False)["test_acc"].agg(["mean", "std"]).fillna(0.0)
+    fig, (ax,) = _new_figure(1, width=5.0)
+    for alpha, g in stats.groupby("alpha"):
+        ax.errorbar(g.train_fraction, g["mean"], yerr=g["std"], marker="o", capsize=2, label=f"alpha={alpha:g}")
+    if "n_c" in df.columns and df.n_c.nunique() == 1:
+        ax.axhline(1.0 / df.n_c.iloc[0], color="gray", ls=":", lw=1, label=f"chance 1/{df.n_c.iloc[0]}")
+    ax.set_xscale("log")
+    ax.set_xlabel("training-set size / P_max")
+    ax.set_ylabel("test accuracy")
+    ax.set_title("RHM sample complexity")
+    ax.legend(fontsize=8)
     return fig

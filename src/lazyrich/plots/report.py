@@ -145,6 +145,45 @@ def _value(v: Any) -> str:
     return _fmt(v) if isinstance(v, float) else str(v)
 
 
+def _experiment_figures(path: Path, exp: str, fig_dir: Path) -> Dict[str, tuple]:
+    """The figures a registered experiment declares (``EXPERIMENT.figures``), drawn from its run directory:
+    ``{name: (png path, caption)}``; a figure whose data are missing is skipped."""
+    import lazyrich.plots as plots
+    from lazyrich.experiments import registry
+    from lazyrich.plots.figures import save_figure
+
+    if exp not in registry.names() or not (path / "results.csv").exists():
+        return {}  # cone-style runs draw from the stored kernels through FIGURES instead
+    out = {}
+    for name in registry.get(exp).figures:
+        fn = getattr(plots, name, None)
+        if fn is None or name in FIGURES:
+            continue
+        try:
+            fig = fn(path)
+        except (FileNotFoundError, ValueError, KeyError):
+            continue
+        out[name] = (save_figure(fig, fig_dir / f"{name}.png"), (fn.__doc__ or name).strip().splitlines()[0])
+    return out
+
+
+def regime_summary(path) -> Optional[str]:
+    """One line counting the ``regime`` verdicts (:func:`lazyrich.dynamics.classify_regime`) of a run's
+    ``results.csv``, or None when it has no regime column."""
+    f = Path(path) / "results.csv"
+    if not f.exists():
+        return None
+    import pandas as pd
+
+    df = pd.read_csv(f)
+    if "regime" not in df.columns:
+        return None
+    keys = [c for c in ("tau", "delta", "seed", "alpha", "activation", "d") if c in df.columns]
+    per_run = df.drop_duplicates(keys)["regime"] if keys else df["regime"].iloc[:1]
+    counts = per_run.value_counts()
+    return "regime verdicts (classify_regime): " + ", ".join(f"{k} × {v}" for k, v in counts.items())
+
+
 def report(run_dir, *, title: Optional[str] = None) -> Path:
     """Write ``run_dir/figures/*.png`` and the self-contained page ``run_dir/report.html``; return its path.
 
@@ -181,6 +220,9 @@ def report(run_dir, *, title: Optional[str] = None) -> Path:
             "the linearized model.</p>")
     body.append("<h2>Key numbers</h2>")
     rows = [(line,) for line in format_headline(h)]
+    verdicts = regime_summary(path)
+    if verdicts:
+        rows.insert(0, (verdicts,))
     body.append(_table(rows))
     key_rows = [(k, _value(v)) for k, v in h.items() if not isinstance(v, dict)]
     body.append("<details><summary>all key numbers</summary>" + _table(key_rows, ("quantity", "value")) + "</details>")
@@ -189,6 +231,11 @@ def report(run_dir, *, title: Optional[str] = None) -> Path:
     for name, fpath in figs.items():
         data = base64.b64encode(Path(fpath).read_bytes()).decode("ascii")
         cap = FIGURES[name][1]
+        body.append(f"<figure id='{html.escape(name)}'><img alt='{html.escape(name)}' "
+                    f"src=\"data:image/png;base64,{data}\">"
+                    f"<figcaption><b>{html.escape(name)}.png</b> — {html.escape(cap)}</figcaption></figure>")
+    for name, (fpath, cap) in _experiment_figures(path, exp, fig_dir).items():
+        data = base64.b64encode(Path(fpath).read_bytes()).decode("ascii")
         body.append(f"<figure id='{html.escape(name)}'><img alt='{html.escape(name)}' "
                     f"src=\"data:image/png;base64,{data}\">"
                     f"<figcaption><b>{html.escape(name)}.png</b> — {html.escape(cap)}</figcaption></figure>")
@@ -252,13 +299,13 @@ def figure_function(experiment, name: str):
 
 
 def experiment_report(path, *, title: Optional[str] = None) -> Path:
-    """Figures and ``report.html`` for a run directory or a sweep directory of any registered experiment.
+    """Figures and ``report.html`` for a sweep directory (a run directory goes to :func:`report`).
 
-    The experiment is read from ``config.json`` (run) or ``sweep.json`` (sweep) and looked up in the
-    registry; each of its declared ``figures`` is called with the directory (with the loaded run for a
-    directory the tracker recorded, i.e. one with ``metrics.csv``) and saved to ``figures/<name>.png``.  A
-    tracker-recorded run directory gets the full run report of :func:`report` instead.  A figure that cannot
-    be drawn from this directory is listed with its reason, not raised.
+    The experiment is read from ``sweep.json`` and looked up in the registry; each of its declared
+    ``figures`` (resolved by :func:`figure_function`) is called with the sweep directory, whose
+    ``results.csv`` is the aggregated table, and saved to ``figures/<name>.png``.  A figure that cannot be
+    drawn from it is listed with its reason, not raised.  The page embeds the figures and lists the grid,
+    the failures of the latest run and the base config.
     """
     from lazyrich.dynamics.store import atomic_write_bytes
     from lazyrich.experiments import registry
@@ -275,7 +322,7 @@ def experiment_report(path, *, title: Optional[str] = None) -> Path:
         raise FileNotFoundError(f"'{path}' holds neither config.json nor sweep.json, so it is not a lazyrich run or sweep; "
                                 "pass a directory written by "
                                 "`lazyrich run` or `lazyrich sweep`.")
-    if not is_sweep and (path / "metrics.csv").exists():
+    if not is_sweep:
         return report(path, title=title)
     exp = registry.get(meta["experiment"])
     fig_dir = path / "figures"
