@@ -231,3 +231,23 @@ def test_kill_9_then_rerun_redoes_only_the_cell_in_flight(tmp_path):
     ref = tmp_path / "ref"
     assert subprocess.run(cmd + args + ["--workers", "3", "--out", str(ref)], env=env).returncode == 0
     pd.testing.assert_frame_equal(pd.read_csv(out / "results.csv"), pd.read_csv(ref / "results.csv"))
+
+
+def test_report_of_a_sweep_dir_draws_the_declared_figures(tmp_path, capsys):
+    out = tmp_path / "r"
+    assert cli.main(["sweep", "sweep-toy", "--grid", "x=1,2", "--workers", "1", "--out", str(out), "--no-progress",
+                     "--report"]) == 0
+    png = out / "figures" / "fig_sweep_toy.png"
+    assert png.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+    page = (out / "report.html").read_text()
+    import base64
+    import re
+
+    tags = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
+    assert [base64.b64decode(t) for t in tags] == [png.read_bytes()]
+    assert "y versus step, one line per x" in page and "2 cells; 0 failed" in page
+    # a foreign directory is refused in one sentence
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "sweep.json").write_text("{}")
+    assert cli.main(["report", str(tmp_path / "empty")]) == 1
+    assert "holds neither config.json nor sweep.json" in capsys.readouterr().err

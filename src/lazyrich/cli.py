@@ -236,10 +236,14 @@ def _sweep(args: argparse.Namespace, parser: argparse.ArgumentParser, *, grid=()
 
 def _report(run_dir: Path) -> Path:
     from lazyrich.dynamics import load_run
-    from lazyrich.plots import format_headline, headline_numbers, report
+    from lazyrich.plots import experiment_report, format_headline, headline_numbers, report
 
     if not Path(run_dir).is_dir():
         raise FileNotFoundError(f"run directory '{run_dir}' does not exist; pass a directory written by `lazyrich run`.")
+    if (Path(run_dir) / "sweep.json").exists():  # a sweep directory: the figures its experiment declares
+        out = experiment_report(run_dir)
+        print(f"lazyrich: report written to {out}")
+        return out
     from lazyrich.plots.report import regime_summary
 
     out = report(run_dir)

@@ -18,7 +18,7 @@ from lazyrich.plots.single_neuron import fig_single_neuron
 from lazyrich.plots.early_time import (fig_early_time_discrepancy, fig_early_time_logits, fig_early_time_losses,
                                        fig_early_time_norm)
 from lazyrich.plots.teacher_student import fig_teacher_student_maps, fig_teacher_student_neurons
-from lazyrich.plots.report import format_headline, headline_numbers, report
+from lazyrich.plots.report import experiment_report, format_headline, headline_numbers, report
 
 __all__ = [
     "FIGURES",
@@ -35,6 +35,7 @@ __all__ = [
     "headline_numbers",
     "format_headline",
     "report",
+    "experiment_report",
     "fig_lenet_rebalance",
     "fig_single_neuron",
     "fig_early_time_losses",

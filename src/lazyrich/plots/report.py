@@ -18,7 +18,7 @@ import numpy as np
 
 from lazyrich.plots.figures import FIGURES, save_figures
 
-__all__ = ["headline_numbers", "format_headline", "report"]
+__all__ = ["headline_numbers", "format_headline", "report", "experiment_report", "figure_function"]
 
 
 def _finite(v: Any) -> Optional[float]:
@@ -260,6 +260,117 @@ def report(run_dir, *, title: Optional[str] = None) -> Path:
         body.append(f"<p>metrics.csv: {len(m)} rows × {len(m.columns)} columns; "
                     f"{h.get('n_kernels', 0)} stored kernels under kernels/; figures under figures/.</p>")
 
+    page = ("<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
+            f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>\n"
+            + "\n".join(body) + "\n</body></html>\n")
+    out = path / "report.html"
+    atomic_write_bytes(out, page.encode("utf-8"))
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ any experiment
+
+
+def _read_json(path: Path) -> Optional[dict]:
+    try:
+        d = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return d if isinstance(d, dict) else None
+
+
+def figure_function(experiment, name: str):
+    """The figure function ``name`` declared by ``experiment``: ``"module:function"``, a function of
+    :mod:`lazyrich.plots`, or one defined next to the experiment's ``run`` (ValueError otherwise)."""
+    import importlib
+    import sys
+
+    import lazyrich.plots as plots
+
+    if ":" in name:
+        mod, _, attr = name.partition(":")
+        fn = getattr(importlib.import_module(mod), attr, None)
+    else:
+        fn = getattr(plots, name, None) or getattr(sys.modules.get(experiment.run.__module__), name, None)
+    if not callable(fn):
+        raise ValueError(f"the {experiment.name} experiment declares figure {name!r}, which is no function of "
+                         "lazyrich.plots nor of its own module; fix its EXPERIMENT.figures.")
+    return fn
+
+
+def experiment_report(path, *, title: Optional[str] = None) -> Path:
+    """Figures and ``report.html`` for a sweep directory (a run directory goes to :func:`report`).
+
+    The experiment is read from ``sweep.json`` and looked up in the registry; each of its declared
+    ``figures`` (resolved by :func:`figure_function`) is called with the sweep directory, whose
+    ``results.csv`` is the aggregated table, and saved to ``figures/<name>.png``.  A figure that cannot be
+    drawn from it is listed with its reason, not raised.  The page embeds the figures and lists the grid,
+    the failures of the latest run and the base config.
+    """
+    from lazyrich.dynamics.store import atomic_write_bytes
+    from lazyrich.experiments import registry
+    from lazyrich.plots.figures import save_figure
+
+    path = Path(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"'{path}' does not exist; pass a directory written by `lazyrich run` or "
+                                "`lazyrich sweep`.")
+    sweep = _read_json(path / "sweep.json")
+    is_sweep = sweep is not None and sweep.get("format") == "lazyrich-sweep"
+    meta = sweep if is_sweep else _read_json(path / "config.json")
+    if meta is None or "experiment" not in meta:
+        raise FileNotFoundError(f"'{path}' holds neither config.json nor sweep.json, so it is not a lazyrich run or sweep; "
+                                "pass a directory written by "
+                                "`lazyrich run` or `lazyrich sweep`.")
+    if not is_sweep:
+        return report(path, title=title)
+    exp = registry.get(meta["experiment"])
+    fig_dir = path / "figures"
+    drawn, skipped = {}, []
+    for name in exp.figures:
+        try:
+            fig = figure_function(exp, name)(path)
+        except Exception as exc:  # a figure that does not apply to this directory is reported, not raised
+            skipped.append((name, f"{type(exc).__name__}: {exc}".splitlines()[0]))
+            continue
+        if fig is None:
+            skipped.append((name, "no data"))
+            continue
+        drawn[name] = save_figure(fig, fig_dir / f"{name}.png")
+    kind = "sweep" if is_sweep else "run"
+    title = title or f"lazyrich {exp.name} {kind}: {path.name}"
+    body = [f"<h1>{html.escape(title)}</h1>", f"<p>{html.escape(exp.description)}</p>",
+            f"<p class='muted'>Directory <code>{html.escape(str(path.resolve()))}</code>.</p>"]
+    if is_sweep:
+        body.append("<h2>Grid</h2>")
+        body.append(_table([(k, ", ".join(map(str, v))) for k, v in sweep.get("grid", {}).items()], ("key", "values")))
+        n = len(sweep.get("cells", []))
+        res = path / "results.csv"
+        fails = path / "failures.csv"
+        import pandas as pd
+
+        n_fail = len(pd.read_csv(fails)) if fails.exists() else 0
+        n_rows = len(pd.read_csv(res)) if res.exists() else 0
+        body.append(f"<p>{n} cells; {n_fail} failed in the latest run; results.csv: {n_rows} rows.</p>")
+        if n_fail:
+            f = pd.read_csv(fails)
+            body.append(_table([tuple(r) for r in f.itertuples(index=False)], tuple(f.columns)))
+    body.append("<h2>Figures</h2>")
+    for name, fpath in drawn.items():
+        data = base64.b64encode(Path(fpath).read_bytes()).decode("ascii")
+        fn = figure_function(exp, name)
+        cap = (fn.__doc__ or "").strip().split("\n\n")[0].replace("\n", " ")
+        body.append(f"<figure id='{html.escape(name)}'><img alt='{html.escape(name)}' "
+                    f"src=\"data:image/png;base64,{data}\"><figcaption><b>{html.escape(name)}.png</b> — "
+                    f"{html.escape(cap)}</figcaption></figure>")
+    if skipped:
+        body.append("<p class='muted'>Not drawn: " + html.escape("; ".join(f"{n} ({why})" for n, why in skipped))
+                    + ".</p>")
+    if not exp.figures:
+        body.append("<p class='muted'>This experiment declares no figures.</p>")
+    cfg = meta.get("base_config", meta) if is_sweep else meta
+    body.append("<h2>Configuration</h2>")
+    body.append(_table([(k, _value(v)) for k, v in cfg.items()], ("key", "value")))
     page = ("<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
             f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>\n"
             + "\n".join(body) + "\n</body></html>\n")
