@@ -14,6 +14,7 @@ from lazyrich.plots.figures import (
     save_figures,
 )
 from lazyrich.plots.rebalance import fig_lenet_rebalance
+from lazyrich.plots.grokking import fig_grokking_curves, fig_grokking_heatmaps
 from lazyrich.plots.report import format_headline, headline_numbers, report
 
 __all__ = [
@@ -32,4 +33,6 @@ __all__ = [
     "format_headline",
     "report",
     "fig_lenet_rebalance",
+    "fig_grokking_heatmaps",
+    "fig_grokking_curves",
 ]
