@@ -17,7 +17,7 @@ __all__ = ["MODULES", "register", "get", "names"]
 
 #: Import paths of the built-in experiment modules (each defines ``EXPERIMENT``).
 MODULES: List[str] = ["lazyrich.experiments.cone", "lazyrich.experiments.lenet_rebalance",
-                      "lazyrich.experiments.grokking"]
+                      "lazyrich.experiments.grokking", "lazyrich.experiments.filter_smoothness"]
 
 _REGISTRY: Dict[str, Experiment] = {}
 _loaded = False

@@ -15,6 +15,7 @@ from lazyrich.plots.figures import (
 )
 from lazyrich.plots.rebalance import fig_lenet_rebalance
 from lazyrich.plots.grokking import fig_grokking_curves, fig_grokking_heatmaps
+from lazyrich.plots.filters import fig_filter_grid, fig_filter_smoothness
 from lazyrich.plots.report import format_headline, headline_numbers, report
 
 __all__ = [
@@ -35,4 +36,6 @@ __all__ = [
     "fig_lenet_rebalance",
     "fig_grokking_heatmaps",
     "fig_grokking_curves",
+    "fig_filter_smoothness",
+    "fig_filter_grid",
 ]
