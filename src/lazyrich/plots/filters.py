@@ -33,6 +33,8 @@ def fig_filter_smoothness(source) -> Figure:
     a2.legend(fontsize=8)
     for ax in (a1, a2):
         ax.set_xscale("log")
+        ax.set_xticks(list(m.alpha), [f"{a:g}" for a in m.alpha])
+        ax.minorticks_off()
         ax.set_xlabel("alpha (first layer / alpha)")
     return fig
 
