@@ -20,7 +20,9 @@ MODULES: List[str] = ["lazyrich.experiments.cone", "lazyrich.experiments.lenet_r
                       "lazyrich.experiments.single_neuron",
                       "lazyrich.experiments.teacher_student",
                       "lazyrich.experiments.early_time",
-                      "lazyrich.experiments.rhm"]
+                      "lazyrich.experiments.rhm",
+                      "lazyrich.experiments.grokking", "lazyrich.experiments.filter_smoothness"]
+
 
 _REGISTRY: Dict[str, Experiment] = {}
 _loaded = False

@@ -18,6 +18,8 @@ from lazyrich.plots.single_neuron import fig_single_neuron
 from lazyrich.plots.early_time import (fig_early_time_discrepancy, fig_early_time_logits, fig_early_time_losses,
                                        fig_early_time_norm)
 from lazyrich.plots.teacher_student import fig_teacher_student_maps, fig_teacher_student_neurons
+from lazyrich.plots.grokking import fig_grokking_curves, fig_grokking_heatmaps
+from lazyrich.plots.filters import fig_filter_grid, fig_filter_smoothness
 from lazyrich.plots.report import experiment_report, format_headline, headline_numbers, report
 
 __all__ = [
@@ -45,4 +47,8 @@ __all__ = [
     "fig_teacher_student_maps",
     "fig_teacher_student_neurons",
     "fig_rhm_sample_complexity",
+    "fig_grokking_heatmaps",
+    "fig_grokking_curves",
+    "fig_filter_smoothness",
+    "fig_filter_grid",
 ]
