@@ -10,7 +10,8 @@ Run::
    done.json, aggregation), per cell.  Target < 1 s.
 2. **Speedup**: 8 equal cells of ``--work`` seconds of single-threaded CPU work (a pure-Python loop,
    calibrated here) run one after another in this process (baseline, no sweep machinery) versus a 2-worker
-   local sweep.  Target >= 1.7x.
+   local sweep.  Target >= 1.7x.  The machine's own ceiling is printed beside it: the same work in one
+   plain process versus two plain processes at once (no lazyrich), i.e. what 2 processes can gain right now.
 
 The experiment used is defined in this file (registered at import, so the spawned workers find it).
 Numbers depend on how busy the machine is: say so when reporting them.
@@ -21,6 +22,8 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass
@@ -104,6 +107,16 @@ def main() -> None:
         for _ in range(8):
             busy(iters)
         serial = time.perf_counter() - t
+        code = f"s=0\nfor i in range({iters}): s += i * i % 7"
+        t = time.perf_counter()
+        subprocess.run([sys.executable, "-c", code], check=True)
+        one = time.perf_counter() - t
+        t = time.perf_counter()
+        procs = [subprocess.Popen([sys.executable, "-c", code]) for _ in range(2)]
+        assert all(p.wait() == 0 for p in procs)
+        two = time.perf_counter() - t
+        print(f"machine ceiling: one plain process {one:.2f} s, two at once {two:.2f} s -> at most "
+              f"{2 * one / two:.2f}x from 2 processes right now")
         wall2, own2 = _sweep(tmp / "busy", iters, 8, 2)
         print(f"speedup: 8 cells of {serial / 8:.2f} s work: one after another {serial:.2f} s, 2-worker sweep "
               f"{wall2:.2f} s -> {serial / wall2:.2f}x (target >= 1.7x); cells' own work in the sweep "
