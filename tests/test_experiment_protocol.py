@@ -92,3 +92,17 @@ def test_register_adds_an_experiment():
         registry._REGISTRY.pop("toy-test")
     with pytest.raises(TypeError, match="register expects an Experiment"):
         registry.register("cone")
+
+
+def test_override_supplies_a_field_the_preset_needs(tmp_path):
+    """A preset that is invalid on its own (lenet-rebalance `paper` needs data_dir=) is valid once the
+    override gives the field: overrides are applied before the config is checked."""
+    from lazyrich.experiments import registry
+
+    exp = registry.get("lenet-rebalance")
+    with pytest.raises(ValueError, match="set data_dir="):
+        exp.config("paper")
+    cfg = exp.config("paper", [f"data_dir={tmp_path}"])
+    assert cfg.data_dir == str(tmp_path) and cfg.dataset == "mnist"
+    with pytest.raises(ValueError, match="unknown preset"):
+        exp.config("nope", [f"data_dir={tmp_path}"])

@@ -88,14 +88,19 @@ class Experiment:
 
     def preset(self, name: str) -> Any:
         """The checked config of preset ``name`` (ValueError naming the valid presets otherwise)."""
-        if not isinstance(name, str) or name not in self.presets:
-            raise ValueError(f"unknown preset {name!r} for the {self.name} experiment; choose one of "
-                             f"{', '.join(self.presets)}.")
+        self._check_preset_name(name)
         return check_config(self.presets[name].factory())
 
     def config(self, preset: str, overrides: Sequence[str] = ()) -> Any:
-        """Preset ``preset`` with ``key=value`` overrides applied and checked."""
-        return apply_overrides(self.preset(preset), overrides, experiment=self.name)
+        """Preset ``preset`` with ``key=value`` overrides applied, then checked (so a preset that needs a
+        field, e.g. ``data_dir=``, is valid once the override gives it)."""
+        self._check_preset_name(preset)
+        return apply_overrides(self.presets[preset].factory(), overrides, experiment=self.name)
+
+    def _check_preset_name(self, name: str) -> None:
+        if not isinstance(name, str) or name not in self.presets:
+            raise ValueError(f"unknown preset {name!r} for the {self.name} experiment; choose one of "
+                             f"{', '.join(self.presets)}.")
 
 
 # ------------------------------------------------------------------------------------------------ typing
