@@ -8,7 +8,13 @@
 """
 
 import math
+import os
+import signal
+import subprocess
+import sys
+import textwrap
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -82,6 +88,42 @@ def test_cell_row_seeded_and_not_recomputed(tmp_path):
     mtime = (tmp_path / "a" / "results.csv").stat().st_mtime_ns
     run(_cfg(alpha=10.0), tmp_path / "a")
     assert (tmp_path / "a" / "results.csv").stat().st_mtime_ns == mtime
+
+
+_CHILD = textwrap.dedent(
+    """
+    import os, signal
+    from lazyrich.dynamics.store import RunStore
+    from lazyrich.experiments.rhm import RHMConfig, run
+
+    save = RunStore.save_checkpoint
+
+    def save_then_die(self, step, state):  # a real kill -9 right after the checkpoint of step 10
+        path = save(self, step, state)
+        if step == 10:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return path
+
+    RunStore.save_checkpoint = save_then_die
+    run(RHMConfig(**{cfg!r}), {out!r})
+    """
+)
+
+
+def test_killed_cell_resumes_to_the_same_result(tmp_path):
+    kw = {"train_fraction": 0.01, "n_test": 500, "epochs": 10, "alpha": 3.0}  # 100 steps, checkpoints every 10
+    code = _CHILD.format(cfg=kw, out=str(tmp_path / "k"))
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=120,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()[-2000:]
+    assert not (tmp_path / "k" / "results.csv").exists()
+    from lazyrich.dynamics.store import step_file
+
+    assert sorted(p.name for p in (tmp_path / "k" / "checkpoints").glob("*.pt"))[-1] == f"{step_file(10)}.pt"
+    resumed = pd.read_csv(run(RHMConfig(**kw), tmp_path / "k") / "results.csv")
+    ref = pd.read_csv(run(RHMConfig(**kw), tmp_path / "ref") / "results.csv")
+    # different processes: allow 1e-6 relative for float reduction order
+    np.testing.assert_allclose(resumed.to_numpy(dtype=float), ref.to_numpy(dtype=float), rtol=1e-6, atol=1e-9)
 
 
 def test_registered_with_grids_and_figure(tmp_path):
