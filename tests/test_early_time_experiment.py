@@ -7,11 +7,11 @@ import pandas as pd
 import pytest
 
 from lazyrich.experiments import registry
-from lazyrich.experiments.early_time import COLUMNS, EarlyTimeConfig, run, train_pair
+from lazyrich.experiments.early_time import COLUMNS, SPLIT_COLUMNS, EarlyTimeConfig, residual_split, run, train_pair
 from lazyrich.ntk import lazy_predict
 from lazyrich.theory import early_time as et
 
-SMALL = EarlyTimeConfig(ds=(8, 32), width=64, n_train=200, n_test=100, steps=40, n_records=6)
+SMALL = EarlyTimeConfig(ds=(8, 32), width=64, n_train=200, n_test=100, steps=40, n_records=6, fc_depth=2)
 
 
 @pytest.fixture(scope="module")
@@ -78,3 +78,32 @@ def test_figures(table):
     path, _ = table
     for name in registry.get("early-time").figures:
         assert getattr(P, name)(path).axes
+
+
+def test_residual_split_against_lstsq_projection():
+    """The V_lin part equals the float64 lstsq projection onto the span of X (Hu et al. Fig. 3a); the two
+    halves add up to the whole loss; a residual inside V_lin has no perp part."""
+    rng = np.random.default_rng(3)
+    X, r = rng.standard_normal((40, 5)), rng.standard_normal(40)
+    a, b = residual_split(r, X)
+    p = X @ np.linalg.lstsq(X, r, rcond=None)[0]
+    assert abs(a - p @ p / 80) < 1e-12 and abs(b - (r - p) @ (r - p) / 80) < 1e-12
+    assert abs(a + b - r @ r / 80) < 1e-12 and b > 0.1 * a
+    assert residual_split(X @ np.arange(5.0), X)[1] < 1e-20
+    # a rank-deficient X: the duplicated column adds nothing to V_lin
+    assert abs(residual_split(r, np.hstack([X, X[:, :1]]))[0] - a) < 1e-12
+    with pytest.raises(ValueError, match="shape"):
+        residual_split(r[:-1], X)
+
+
+def test_residual_split_table_early_progress_in_v_lin(table):
+    path, _ = table
+    sp = pd.read_csv(path / "residual_split.csv")
+    assert list(sp.columns) == list(SPLIT_COLUMNS) and (sp.depth == 2).all() and (sp.d == 32).all()
+    assert np.allclose(sp.loss_lin_space + sp.loss_lin_perp, sp.test_loss, rtol=1e-10)
+    s0, s1 = sp.iloc[0], sp[sp.step == 4].iloc[0]
+    # early on the test loss falls in V_lin and barely moves in V_lin^perp
+    drop_lin, drop_perp = s0.loss_lin_space - s1.loss_lin_space, abs(s0.loss_lin_perp - s1.loss_lin_perp)
+    assert drop_lin > 0 and drop_perp < 0.2 * drop_lin
+    with pytest.raises(ValueError, match="n_test"):
+        replace(SMALL, n_test=20, n_logits=5).validated()

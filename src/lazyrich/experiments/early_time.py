@@ -32,7 +32,10 @@ import torch
 
 from lazyrich.experiments.protocol import Experiment, Preset
 
-__all__ = ["EarlyTimeConfig", "run", "EXPERIMENT", "COLUMNS", "train_pair"]
+__all__ = ["EarlyTimeConfig", "run", "EXPERIMENT", "COLUMNS", "train_pair", "residual_split", "train_fc",
+           "SPLIT_COLUMNS"]
+
+SPLIT_COLUMNS: Tuple[str, ...] = ("depth", "d", "step", "loss_lin_space", "loss_lin_perp", "test_loss")
 
 COLUMNS: Tuple[str, ...] = ("target", "activation", "d", "step", "discrepancy", "discrepancy_naive",
                             "train_loss_net", "test_loss_net", "train_loss_lin", "test_loss_lin",
@@ -73,6 +76,9 @@ class EarlyTimeConfig:
         Test points whose outputs are written to logits.csv.
     seed : int
         Seed of data, teacher and initialization.
+    fc_depth : int
+        Hidden layers of the erf FC net whose test residual is split onto V_lin and V_lin^perp
+        (Fig. 3a, written to residual_split.csv on the sign target with the largest d); 0 turns it off.
     """
 
     preset: str = "quick"
@@ -89,6 +95,7 @@ class EarlyTimeConfig:
     n_records: int = 20
     n_logits: int = 5
     seed: int = 0
+    fc_depth: int = 4
 
     def validated(self) -> "EarlyTimeConfig":
         from lazyrich.theory.early_time import ACTIVATIONS
@@ -108,6 +115,11 @@ class EarlyTimeConfig:
         for name in ("n_train", "n_test", "steps", "n_records", "n_logits"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}.")
+        if self.fc_depth < 0:
+            raise ValueError(f"fc_depth must be >= 0 (0 turns Fig. 3a off), got {self.fc_depth}.")
+        if self.fc_depth and self.n_test <= max(self.ds):
+            raise ValueError(f"n_test={self.n_test} must exceed the largest d={max(self.ds)} for V_lin^perp to "
+                             "be non-trivial (Fig. 3a); raise n_test or set fc_depth=0.")
         if self.n_logits > self.n_test:
             raise ValueError(f"n_logits={self.n_logits} exceeds n_test={self.n_test}; lower n_logits.")
         return self
@@ -182,6 +194,55 @@ def train_pair(X, y, Xt, yt, activation: str, W0, v0, *, eta1: float, eta2: floa
     return out
 
 
+def residual_split(r, X):
+    """Split a residual ``r`` (one entry per point) onto ``V_lin``, the span of the columns of the input matrix
+    ``X`` (n x d), and its orthogonal complement (Hu et al. Sec. 4.2, Fig. 3a); return the two halves of the
+    loss ``(||P r||^2 / (2n), ||(I - P) r||^2 / (2n))``, which add up to ``||r||^2 / (2n)``."""
+    r, X = np.asarray(r, dtype=np.float64), np.asarray(X, dtype=np.float64)
+    if X.ndim != 2 or r.shape != (X.shape[0],):
+        raise ValueError(f"residual_split needs r of shape (n,) and X of shape (n, d); got {r.shape}, {X.shape}.")
+    Q, R = np.linalg.qr(X)
+    keep = np.abs(np.diag(R)) > 1e-10 * max(1.0, np.abs(R).max())
+    p = Q[:, keep] @ (Q[:, keep].T @ r)
+    n = len(r)
+    return float(p @ p / (2 * n)), float((r - p) @ (r - p) / (2 * n))
+
+
+def train_fc(X, y, Xt, yt, *, depth: int, width: int, lr: float, record, rng):
+    """Full-batch GD on ``L = 1/(2n) sum (f(x_i) - y_i)^2`` for an erf FC net with ``depth`` hidden layers in
+    NTK parameterization (each layer ``W h / sqrt(fan_in)``, standard normal weights), float64; the test
+    residual ``f(Xt) - yt`` split by :func:`residual_split` at the steps in ``record`` (Hu et al. Fig. 3a)."""
+    dims = [X.shape[1]] + [width] * depth + [1]
+    Ws = [torch.tensor(rng.standard_normal((b, a)), requires_grad=True) for a, b in zip(dims[:-1], dims[1:])]
+    Xs, Xts, ys = torch.tensor(X), torch.tensor(Xt), torch.tensor(y)
+
+    def net(h):
+        for i, W in enumerate(Ws):
+            h = h @ W.T / math.sqrt(W.shape[1])
+            if i < len(Ws) - 1:
+                h = torch.erf(h)
+        return h[:, 0]
+
+    rows, record = [], set(int(k) for k in record)
+    for k in range(max(record) + 1):
+        if k in record:
+            with torch.no_grad():
+                r = net(Xts).numpy() - yt
+            a, b = residual_split(r, Xt)
+            rows.append({"depth": depth, "d": X.shape[1], "step": k, "loss_lin_space": a, "loss_lin_perp": b,
+                         "test_loss": float(r @ r / (2 * len(r)))})
+        if k == max(record):
+            break
+        loss = 0.5 * ((net(Xs) - ys) ** 2).mean()
+        if not math.isfinite(float(loss.detach())):
+            raise FloatingPointError(f"the FC net's loss diverged at step {k}; lower eta1.")
+        grads = torch.autograd.grad(loss, Ws)
+        with torch.no_grad():
+            for W, g in zip(Ws, grads):
+                W -= lr * g
+    return rows
+
+
 def _record(config):
     T = config.steps
     return sorted({0, T} | set(np.unique(np.round(np.geomspace(1, T, config.n_records)).astype(int)).tolist()))
@@ -223,6 +284,14 @@ def run(config: EarlyTimeConfig, out_dir, *, progress: bool = False, threads: Op
                 for i in range(config.n_logits):
                     logits.append({"target": target, "activation": act, "d": d, "step": k, "index": i,
                                    "f_net": float(fte[i]), "f_lin": float(flin[i]), "y": float(yt[i])})
+        if config.fc_depth and "sign" in config.targets:
+            d = max(config.ds)
+            rng = np.random.default_rng([config.seed, d, 2])
+            X, y, Xt, yt = _data("sign", d, config.n_train, config.n_test, rng)
+            split = train_fc(X, y, Xt, yt, depth=config.fc_depth, width=config.width, lr=max(config.eta1, config.eta2),
+                             record=record, rng=rng)
+            atomic_write_bytes(store.path / "residual_split.csv",
+                               pd.DataFrame(split, columns=list(SPLIT_COLUMNS)).to_csv(index=False).encode())
         atomic_write_bytes(store.path / "logits.csv", pd.DataFrame(logits).to_csv(index=False).encode())
         atomic_write_bytes(path, pd.DataFrame(rows, columns=list(COLUMNS)).to_csv(index=False).encode())
     finally:
@@ -251,5 +320,6 @@ EXPERIMENT = Experiment(
         "paper": Preset("d in {50, 100, 200}, m=256, 20 000 training / 2 000 test points, 10 000 steps.", _paper),
     },
     run=run,
-    figures=("fig_early_time_losses", "fig_early_time_logits", "fig_early_time_discrepancy", "fig_early_time_norm"),
+    figures=("fig_early_time_losses", "fig_early_time_logits", "fig_early_time_discrepancy", "fig_early_time_norm",
+             "fig_early_time_residual_split"),
 )

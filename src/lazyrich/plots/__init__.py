@@ -16,7 +16,7 @@ from lazyrich.plots.figures import (
 from lazyrich.plots.rebalance import fig_lenet_rebalance, fig_rhm_sample_complexity
 from lazyrich.plots.single_neuron import fig_single_neuron
 from lazyrich.plots.early_time import (fig_early_time_discrepancy, fig_early_time_logits, fig_early_time_losses,
-                                       fig_early_time_norm)
+                                       fig_early_time_norm, fig_early_time_residual_split)
 from lazyrich.plots.teacher_student import fig_teacher_student_maps, fig_teacher_student_neurons
 from lazyrich.plots.grokking import fig_grokking_curves, fig_grokking_heatmaps
 from lazyrich.plots.filters import fig_filter_grid, fig_filter_smoothness
@@ -44,6 +44,7 @@ __all__ = [
     "fig_early_time_logits",
     "fig_early_time_discrepancy",
     "fig_early_time_norm",
+    "fig_early_time_residual_split",
     "fig_teacher_student_maps",
     "fig_teacher_student_neurons",
     "fig_rhm_sample_complexity",

@@ -10,7 +10,8 @@ from matplotlib.figure import Figure
 from lazyrich.plots.figures import _new_figure
 from lazyrich.plots.rebalance import read_tables
 
-__all__ = ["fig_early_time_losses", "fig_early_time_logits", "fig_early_time_discrepancy", "fig_early_time_norm"]
+__all__ = ["fig_early_time_losses", "fig_early_time_logits", "fig_early_time_discrepancy", "fig_early_time_norm",
+           "fig_early_time_residual_split"]
 
 
 def _table(source, target):
@@ -97,4 +98,24 @@ def fig_early_time_norm(source) -> Figure:
         ax.set_xlabel("step")
         ax.set_title(f"{act}, d={df.d.min()}: norm-dependent target (Fig. 2)")
         ax.legend(fontsize=7)
+    return fig
+
+
+def fig_early_time_residual_split(source) -> Figure:
+    """Fig. 3a: the test loss of the multi-layer erf FC net split onto V_lin (span of the inputs, solid) and
+    V_lin^perp (dashed) against step."""
+    path = Path(source)
+    files = sorted(path.rglob("residual_split.csv")) if path.is_dir() else []
+    if not files:
+        raise FileNotFoundError(f"no residual_split.csv under {source}; run early-time with fc_depth > 0 first.")
+    df = pd.concat([pd.read_csv(f) for f in files]).sort_values("step")
+    fig, axes = _new_figure(1, width=4.5)
+    ax = axes[0]
+    g = df[df.step > 0]
+    ax.plot(g.step, g.loss_lin_space, label="V_lin")
+    ax.plot(g.step, g.loss_lin_perp, ls="--", label="V_lin^perp")
+    ax.set_xscale("log")
+    ax.set_xlabel("step")
+    ax.set_title(f"{int(df.depth.iloc[0])}-hidden-layer erf FC, d={int(df.d.iloc[0])} (Fig. 3a)")
+    ax.legend(fontsize=7)
     return fig
