@@ -16,7 +16,8 @@ from lazyrich.experiments.protocol import Experiment
 __all__ = ["MODULES", "register", "get", "names"]
 
 #: Import paths of the built-in experiment modules (each defines ``EXPERIMENT``).
-MODULES: List[str] = ["lazyrich.experiments.cone", "lazyrich.experiments.lenet_rebalance"]
+MODULES: List[str] = ["lazyrich.experiments.cone", "lazyrich.experiments.lenet_rebalance",
+                      "lazyrich.experiments.phase_diagram"]
 
 _REGISTRY: Dict[str, Experiment] = {}
 _loaded = False
