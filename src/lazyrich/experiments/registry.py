@@ -21,7 +21,8 @@ MODULES: List[str] = ["lazyrich.experiments.cone", "lazyrich.experiments.lenet_r
                       "lazyrich.experiments.teacher_student",
                       "lazyrich.experiments.early_time",
                       "lazyrich.experiments.rhm",
-                      "lazyrich.experiments.grokking", "lazyrich.experiments.filter_smoothness"]
+                      "lazyrich.experiments.grokking", "lazyrich.experiments.filter_smoothness",
+                      "lazyrich.experiments.phase_diagram"]
 
 
 _REGISTRY: Dict[str, Experiment] = {}
