@@ -66,9 +66,10 @@ def check_model(model: nn.Module) -> Dict[str, nn.Parameter]:
         raise ValueError(
             f"The model mixes parameter dtypes ({parts}); cast it to one with model.double() or model.float()."
         )
-    with torch.no_grad():  # one reduction per tensor, one sync: non-finite (or overflowing) sums only
-        total = sum(t.detach().sum(dtype=torch.float64) for _, t in tensors if t.numel())
-    if not math.isfinite(float(total)):
+    with torch.no_grad():  # one sum per tensor in its dtype, one sync; a non-finite sum is checked exactly
+        sums = [t.detach().sum() for _, t in tensors if t.numel()]
+        total = float(torch.stack([v.double() for v in sums]).sum()) if sums else 0.0
+    if not math.isfinite(total):
         bad = [n for n, t in tensors if not bool(torch.isfinite(t).all())]
         if bad:
             raise ValueError(
