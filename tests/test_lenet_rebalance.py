@@ -61,9 +61,27 @@ def test_figure_from_a_directory_of_cells(tmp_path):
 
     for a in (1.0, 3.0):
         run(_cfg(alpha=a), tmp_path / str(a))
-    (name,) = registry.get("lenet-rebalance").figures  # what `lazyrich report` draws
-    assert getattr(lazyrich.plots, name) is fig_lenet_rebalance
+    names = registry.get("lenet-rebalance").figures  # what `lazyrich report` draws
+    assert getattr(lazyrich.plots, names[0]) is fig_lenet_rebalance
+    bal = getattr(lazyrich.plots, names[1])(tmp_path)
+    assert len(bal.axes[0].lines) == 1 + 2 + 1  # before, after for each alpha, the zero line
     fig = fig_lenet_rebalance(tmp_path)
     assert len(fig.axes) == 3 and len(fig.axes[0].lines) == 2
     with pytest.raises(FileNotFoundError, match="no results.csv"):
         fig_lenet_rebalance(tmp_path / "empty")
+
+
+def test_balance_before_and_after(tmp_path):
+    """balance.csv: each layer's mean a_k^2 - ||w_k||^2 before (He init) and after rebalance(alpha).
+    Oracle: rebalance divides only the first layer by alpha and multiplies only the last by alpha, so the
+    junctions in between keep their balance exactly, the first and last gain (upstream, delta > 0 side),
+    and alpha = 1 changes nothing."""
+    b1 = pd.read_csv(run(_cfg(alpha=1.0), tmp_path / "1") / "balance.csv")
+    assert (b1.delta_after == b1.delta_before).all()
+    b4 = pd.read_csv(run(_cfg(alpha=4.0), tmp_path / "4") / "balance.csv")
+    assert list(b4.layer) == list(b1.layer) and len(b4) >= 3
+    pd.testing.assert_series_equal(b4.delta_before, b1.delta_before)
+    mid = b4.iloc[1:-1]
+    assert mid.delta_after.to_numpy() == pytest.approx(mid.delta_before.to_numpy(), rel=1e-6)
+    assert b4.delta_after.iloc[0] > b4.delta_before.iloc[0]
+    assert b4.delta_after.iloc[-1] > b4.delta_before.iloc[-1]

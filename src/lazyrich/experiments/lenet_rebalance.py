@@ -32,7 +32,7 @@ from torch import nn
 
 from lazyrich.experiments.protocol import Experiment, Preset
 
-__all__ = ["LenetRebalanceConfig", "run", "EXPERIMENT", "COLUMNS"]
+__all__ = ["LenetRebalanceConfig", "run", "balance_table", "EXPERIMENT", "COLUMNS"]
 
 COLUMNS: Tuple[str, ...] = ("alpha", "seed", "step", "kernel_distance", "hamming", "param_distance",
                             "train_loss", "test_loss", "test_acc")
@@ -148,6 +148,23 @@ def build_model(config: LenetRebalanceConfig, side: int) -> nn.Module:
     return rebalance(model, config.alpha)
 
 
+def balance_table(before: nn.Module, after: nn.Module, config: LenetRebalanceConfig) -> pd.DataFrame:
+    """Each layer's mean balance ``delta = a_k^2 - ||w_k||^2`` (Kunin et al.; per unit, see
+    :func:`lazyrich.models.layer_balance`) before (He init, alpha = 1) and after ``rebalance(alpha)``:
+    one row per layer with ``alpha, seed, layer, next_layer, delta_before, delta_after``."""
+    from lazyrich.models import layer_balance
+
+    def per_layer(m):
+        return layer_balance(m).groupby(["junction", "layer", "next_layer"], as_index=False)["delta"].mean()
+
+    b, a = per_layer(before), per_layer(after)
+    out = b.rename(columns={"delta": "delta_before"})
+    out["delta_after"] = a["delta"].to_numpy()
+    out.insert(0, "seed", config.seed)
+    out.insert(0, "alpha", config.alpha)
+    return out.drop(columns="junction")
+
+
 def run(config: LenetRebalanceConfig, out_dir, *, progress: bool = False, threads: Optional[int] = None,
         device: Optional[str] = None) -> Path:
     """Train one ``(alpha, seed)`` cell on the CPU and write ``results.csv`` (columns :data:`COLUMNS`).
@@ -180,6 +197,8 @@ def run(config: LenetRebalanceConfig, out_dir, *, progress: bool = False, thread
         g = torch.Generator().manual_seed(config.seed)
         probe = x_tr[torch.randperm(n, generator=g)[: max(1, int(round(config.probe_fraction * n)))]]
         model = build_model(config, side)
+        balance = balance_table(build_model(dataclasses.replace(config, alpha=1.0), side), model, config)
+        atomic_write_bytes(store.path / "balance.csv", balance.to_csv(index=False).encode())
         opt = (torch.optim.SGD(model.parameters(), lr=config.lr) if config.optimizer == "sgd"
                else torch.optim.Adam(model.parameters(), lr=config.lr))
         theta0 = {k: v.detach().clone() for k, v in model.named_parameters()}
@@ -231,5 +250,5 @@ EXPERIMENT = Experiment(
                         grid={"alpha": (0.1, 0.3, 1.0, 3.0, 10.0)}, seeds=tuple(range(8))),
     },
     run=run,
-    figures=("fig_lenet_rebalance",),
+    figures=("fig_lenet_rebalance", "fig_layer_balance"),
 )

@@ -13,7 +13,7 @@ from lazyrich.plots.figures import (
     save_figure,
     save_figures,
 )
-from lazyrich.plots.rebalance import fig_lenet_rebalance, fig_rhm_sample_complexity
+from lazyrich.plots.rebalance import fig_layer_balance, fig_lenet_rebalance, fig_rhm_sample_complexity
 from lazyrich.plots.single_neuron import fig_single_neuron
 from lazyrich.plots.early_time import (fig_early_time_discrepancy, fig_early_time_logits, fig_early_time_losses,
                                        fig_early_time_norm, fig_early_time_residual_split)
@@ -39,6 +39,7 @@ __all__ = [
     "report",
     "experiment_report",
     "fig_lenet_rebalance",
+    "fig_layer_balance",
     "fig_single_neuron",
     "fig_early_time_losses",
     "fig_early_time_logits",

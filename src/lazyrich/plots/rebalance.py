@@ -10,7 +10,7 @@ from matplotlib.figure import Figure
 
 from lazyrich.plots.figures import _new_figure
 
-__all__ = ["fig_lenet_rebalance", "fig_rhm_sample_complexity", "read_tables"]
+__all__ = ["fig_lenet_rebalance", "fig_layer_balance", "fig_rhm_sample_complexity", "read_tables"]
 
 
 def read_tables(source: Union[str, Path, pd.DataFrame]) -> pd.DataFrame:
@@ -62,5 +62,37 @@ def fig_rhm_sample_complexity(source) -> Figure:
     ax.set_xlabel("training-set size / P_max")
     ax.set_ylabel("test accuracy")
     ax.set_title("RHM sample complexity")
+    ax.legend(fontsize=8)
+    return fig
+
+
+def fig_layer_balance(source) -> Figure:
+    """Each layer's mean balance ``a_k^2 - ||w_k||^2`` before (He init) and after ``rebalance(alpha)``, one
+    marker set per alpha (symlog axis), from the ``balance.csv`` files of a run or sweep directory (or a
+    DataFrame with columns ``alpha, layer, delta_before, delta_after``)."""
+    if isinstance(source, pd.DataFrame):
+        df = source
+    else:
+        paths = sorted(Path(source).rglob("balance.csv"))
+        if not paths:
+            raise FileNotFoundError(f"no balance.csv under {source}; run `lazyrich run lenet-rebalance` into it first.")
+        df = pd.concat([pd.read_csv(p) for p in paths], ignore_index=True)
+    need = {"alpha", "layer", "delta_before", "delta_after"}
+    if not need <= set(df.columns):
+        raise ValueError(f"the table lacks columns {sorted(need - set(df.columns))}; pass a lenet-rebalance balance table.")
+    layers = list(dict.fromkeys(df.layer))
+    mean = df.groupby(["alpha", "layer"], as_index=False)[["delta_before", "delta_after"]].mean()
+    fig, (ax,) = _new_figure(1, width=5.5)
+    xs = range(len(layers))
+    before = mean.groupby("layer")["delta_before"].mean().reindex(layers)
+    ax.plot(xs, before.to_numpy(), "k_", ms=14, mew=2, label="before (He init)")
+    for alpha, g in mean.groupby("alpha"):
+        ax.plot(xs, g.set_index("layer")["delta_after"].reindex(layers).to_numpy(), "o", label=f"after, alpha={alpha:g}")
+    ax.set_xticks(list(xs))
+    ax.set_xticklabels(layers, rotation=30, fontsize=8)
+    ax.set_yscale("symlog", linthresh=1e-3)
+    ax.axhline(0.0, color="gray", lw=0.8)
+    ax.set_ylabel("mean balance a_k^2 - ||w_k||^2")
+    ax.set_title("layer balance before / after rebalancing")
     ax.legend(fontsize=8)
     return fig
