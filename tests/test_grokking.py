@@ -206,3 +206,17 @@ def test_figures_from_a_directory_of_cells(tmp_path):
     assert fig_grokking_heatmaps(tmp_path).axes and fig_grokking_curves(tmp_path).axes
     with pytest.raises(FileNotFoundError, match="run `lazyrich run grokking`"):
         read_grokking(tmp_path / "empty")
+
+
+def test_read_prefers_a_sweep_directorys_aggregated_table(tmp_path):
+    """A sweep directory holds the aggregated results.csv and each cell's own copy: rows are read once."""
+    import pandas as pd
+
+    from lazyrich.plots.grokking import read_grokking
+
+    row = pd.DataFrame({"alpha": [1.0], "tau": [1.0], "steps_to_val": [5.0]})
+    (tmp_path / "cells" / "h1").mkdir(parents=True)
+    row.to_csv(tmp_path / "cells" / "h1" / "results.csv", index=False)
+    row.to_csv(tmp_path / "results.csv", index=False)
+    assert len(read_grokking(tmp_path)) == 1
+    assert len(read_grokking(tmp_path / "cells")) == 1  # a plain directory of cells: every cell once

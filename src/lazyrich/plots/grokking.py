@@ -20,7 +20,9 @@ def read_grokking(source: Union[str, Path, pd.DataFrame], name: str = "results.c
     """A DataFrame as is, or every ``name`` (``results.csv`` / ``curves.csv``) under a run or sweep directory."""
     if isinstance(source, pd.DataFrame):
         return source
-    paths = sorted(Path(source).rglob(name))
+    top = Path(source) / name
+    # a run directory's own table, or a sweep directory's aggregated one (never also its cells' copies)
+    paths = [top] if top.is_file() else sorted(Path(source).rglob(name))
     if not paths:
         raise FileNotFoundError(f"no {name} under {source}; run `lazyrich run grokking` into it first.")
     return pd.concat([pd.read_csv(p) for p in paths], ignore_index=True)
