@@ -85,3 +85,13 @@ def test_balance_before_and_after(tmp_path):
     assert mid.delta_after.to_numpy() == pytest.approx(mid.delta_before.to_numpy(), rel=1e-6)
     assert b4.delta_after.iloc[0] > b4.delta_before.iloc[0]
     assert b4.delta_after.iloc[-1] > b4.delta_before.iloc[-1]
+
+
+def test_regime_column_is_the_verdict_of_the_cells_table(tmp_path):
+    """Every row carries the cell's classify_regime verdict, recomputed here from the same table."""
+    from lazyrich.dynamics import classify_regime
+
+    df = pd.read_csv(run(_cfg(alpha=4.0), tmp_path / "c") / "results.csv")
+    assert df.regime.nunique() == 1
+    expect = classify_regime(df.drop(columns=["alpha", "seed", "regime"])).verdict
+    assert df.regime.iloc[0] == expect and expect in ("lazy", "rich", "delayed-rich", "undetermined")

@@ -35,7 +35,7 @@ from lazyrich.experiments.protocol import Experiment, Preset
 __all__ = ["LenetRebalanceConfig", "run", "balance_table", "EXPERIMENT", "COLUMNS"]
 
 COLUMNS: Tuple[str, ...] = ("alpha", "seed", "step", "kernel_distance", "hamming", "param_distance",
-                            "train_loss", "test_loss", "test_acc")
+                            "train_loss", "test_loss", "test_acc", "regime")
 
 
 @dataclass(frozen=True)
@@ -165,6 +165,17 @@ def balance_table(before: nn.Module, after: nn.Module, config: LenetRebalanceCon
     return out.drop(columns="junction")
 
 
+def _verdict(table: pd.DataFrame) -> str:
+    """The cell's :func:`lazyrich.dynamics.classify_regime` verdict from its kernel distance, loss and
+    Hamming/parameter distances; ``undetermined`` when it has too few checkpoints for one."""
+    from lazyrich.dynamics import classify_regime
+
+    try:
+        return classify_regime(table.drop(columns=["alpha", "seed"])).verdict
+    except ValueError:
+        return "undetermined"
+
+
 def run(config: LenetRebalanceConfig, out_dir, *, progress: bool = False, threads: Optional[int] = None,
         device: Optional[str] = None) -> Path:
     """Train one ``(alpha, seed)`` cell on the CPU and write ``results.csv`` (columns :data:`COLUMNS`).
@@ -230,7 +241,9 @@ def run(config: LenetRebalanceConfig, out_dir, *, progress: bool = False, thread
             opt.zero_grad()
             F.cross_entropy(model(x_tr[idx]), y_tr[idx]).backward()
             opt.step()
-        atomic_write_bytes(path, pd.DataFrame(rows, columns=list(COLUMNS)).to_csv(index=False).encode())
+        table = pd.DataFrame(rows, columns=list(COLUMNS[:-1]))
+        table["regime"] = _verdict(table)
+        atomic_write_bytes(path, table.to_csv(index=False).encode())
     finally:
         torch.set_num_threads(before)
     return store.path
