@@ -6,7 +6,7 @@ from typing import Any, List, Mapping, Optional, Sequence
 
 import numpy as np
 
-__all__ = ["Schedule", "parse_schedule"]
+__all__ = ["Schedule", "parse_schedule", "log_spaced_steps"]
 
 
 class Schedule:
@@ -44,6 +44,12 @@ class Schedule:
         return f"Schedule({self.spec!r})"
 
 
+def log_spaced_steps(T: int, num: int) -> list:
+    """Step 0, step ``T`` and ``num`` log-spaced steps from 1 to ``T`` (``round(geomspace)``, duplicates
+    removed, so possibly fewer than ``num + 2``), sorted: the record steps of the experiments."""
+    return sorted({0, int(T)} | {int(round(v)) for v in np.geomspace(1, T, num)})
+
+
 def parse_schedule(schedule) -> Schedule:
     """Parse a schedule spec.
 
@@ -70,7 +76,7 @@ def parse_schedule(schedule) -> Schedule:
         num, T = int(schedule["log"]), int(schedule["max"])
         if num < 1 or T < 1:
             raise ValueError(f"schedule {dict(schedule)}: 'log' and 'max' must be >= 1.")
-        steps = {0} | set(int(round(v)) for v in np.geomspace(1, T, num))
+        steps = set(log_spaced_steps(T, num))
         if "every" in schedule:
             k = int(schedule["every"])
             if k < 1:

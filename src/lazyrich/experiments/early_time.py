@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from lazyrich.dynamics.schedule import log_spaced_steps
 from lazyrich.experiments.protocol import Experiment, Preset
 
 __all__ = ["EarlyTimeConfig", "run", "EXPERIMENT", "COLUMNS", "train_pair", "residual_split", "train_fc",
@@ -245,7 +246,7 @@ def train_fc(X, y, Xt, yt, *, depth: int, width: int, lr: float, record, rng):
 
 def _record(config):
     T = config.steps
-    return sorted({0, T} | set(np.unique(np.round(np.geomspace(1, T, config.n_records)).astype(int)).tolist()))
+    return log_spaced_steps(T, config.n_records)
 
 
 def run(config: EarlyTimeConfig, out_dir, *, progress: bool = False, threads: Optional[int] = None,

@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lazyrich.dynamics.schedule import log_spaced_steps
 from lazyrich.experiments.protocol import Experiment, Preset
 
 __all__ = ["LenetRebalanceConfig", "run", "balance_table", "EXPERIMENT", "COLUMNS"]
@@ -204,7 +205,7 @@ def run(config: LenetRebalanceConfig, out_dir, *, progress: bool = False, thread
     try:
         n = len(x_tr)
         T = config.steps if config.steps is not None else config.epochs * math.ceil(n / config.batch_size)
-        record = sorted({0, T} | set(np.unique(np.round(np.geomspace(1, T, config.n_checkpoints)).astype(int)).tolist()))
+        record = log_spaced_steps(T, config.n_checkpoints)
         g = torch.Generator().manual_seed(config.seed)
         probe = x_tr[torch.randperm(n, generator=g)[: max(1, int(round(config.probe_fraction * n)))]]
         model = build_model(config, side)

@@ -35,6 +35,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from lazyrich.dynamics.schedule import log_spaced_steps
 from lazyrich.experiments.protocol import Experiment, Preset
 
 __all__ = ["TeacherStudentConfig", "run", "EXPERIMENT", "COLUMNS", "two_layer_ntk", "batched_kernel_distance",
@@ -189,7 +190,7 @@ def _problem(config, seed):
 
 def _record_steps(config):
     T = config.steps
-    return sorted({0, T} | set(np.unique(np.round(np.geomspace(1, T, config.n_checkpoints)).astype(int)).tolist()))
+    return log_spaced_steps(T, config.n_checkpoints)
 
 
 #: (tau, delta) of the four students of Fig. 1a (left: small vs large scale; right: upstream vs downstream).
@@ -206,7 +207,7 @@ def fig1a_trajectories(steps: int, lr: float, seed: int = 0, n_records: int = 40
     cfg = TeacherStudentConfig(d=2, width=50, teacher_width=3, n_train=20, n_test=1, n_probe=20)
     x, y, _, _, w, a = _problem(cfg, seed)
     W, A = map(torch.stack, zip(*[scale_student(w, a, t, dl) for t, dl in FIG1A_CELLS]))
-    rec = sorted({0, steps} | set(np.unique(np.round(np.geomspace(1, steps, n_records)).astype(int)).tolist()))
+    rec = log_spaced_steps(steps, n_records)
     rows = []
 
     def keep(k, ww, aa):
