@@ -20,7 +20,7 @@ from lazyrich.plots.early_time import (fig_early_time_discrepancy, fig_early_tim
 from lazyrich.plots.teacher_student import fig_teacher_student_maps, fig_teacher_student_neurons
 from lazyrich.plots.grokking import fig_grokking_curves, fig_grokking_heatmaps
 from lazyrich.plots.filters import fig_filter_grid, fig_filter_smoothness
-from lazyrich.plots.phase_diagram import fig_phase_diagram, fig_phase_rd
+from lazyrich.plots.phase_diagram import fig_condensation, fig_phase_diagram, fig_phase_rd, read_condensation
 from lazyrich.plots.report import experiment_report, format_headline, headline_numbers, report
 
 __all__ = [
@@ -43,6 +43,8 @@ __all__ = [
     "fig_layer_balance",
     "fig_phase_diagram",
     "fig_phase_rd",
+    "fig_condensation",
+    "read_condensation",
     "fig_single_neuron",
     "fig_early_time_losses",
     "fig_early_time_logits",

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import Union
+from typing import Dict, List, Union
 
 import numpy as np
 import pandas as pd
@@ -12,7 +13,7 @@ from matplotlib.figure import Figure
 from lazyrich.plots.figures import _new_figure
 from lazyrich.plots.rebalance import read_tables
 
-__all__ = ["fig_phase_diagram", "fig_phase_rd"]
+__all__ = ["fig_phase_diagram", "fig_phase_rd", "fig_condensation", "read_condensation"]
 
 
 def fig_phase_diagram(source) -> Figure:
@@ -69,4 +70,55 @@ def fig_phase_rd(source: Union[str, Path, pd.DataFrame]) -> Figure:
     ax.set_ylabel("RD_w = |w* - w0| / |w0|")
     ax.set_title("relative distance of the input weights vs width")
     ax.legend(fontsize=7)
+    return fig
+
+
+def read_condensation(source: Union[str, Path]) -> List[Dict]:
+    """The condensation features saved by a phase-diagram run (``widths/m<m>.npz``, seed 0) of a run directory
+    or of every cell of a sweep directory: one dict per (cell, width) with ``gamma``, ``gamma_prime``,
+    ``beta_shift``, ``problem`` (from the cell's ``config.json``), ``m`` and the arrays ``A_init``, ``orient_init``,
+    ``A_final``, ``orient_final``; sorted by (gamma', gamma, m)."""
+    root = Path(source)
+    files = sorted(root.glob("widths/m*.npz")) or sorted(root.glob("cells/*/widths/m*.npz"))
+    if not files:
+        raise FileNotFoundError(f"no widths/m*.npz under {source}; run `lazyrich run phase-diagram` into it first.")
+    out = []
+    for f in files:
+        cfg_path = f.parent.parent / "config.json"
+        if not cfg_path.is_file():
+            raise FileNotFoundError(f"{cfg_path} is missing, so the cell of {f} is unknown; rerun that cell.")
+        cfg = json.loads(cfg_path.read_text())
+        with np.load(f) as z:
+            arrays = {k: np.asarray(z[k], dtype=np.float64) for k in ("A_init", "orient_init", "A_final", "orient_final")}
+        out.append({"gamma": float(cfg["gamma"]), "gamma_prime": float(cfg["gamma_prime"]),
+                    "beta_shift": float(cfg.get("beta_shift", 0.0)),
+                    "problem": cfg.get("problem", "fourpoint-1d"), "m": int(f.stem[1:]), **arrays})
+    return sorted(out, key=lambda r: (r["gamma_prime"], r["gamma"], r["beta_shift"], r["m"]))
+
+
+def fig_condensation(source: Union[str, Path], max_cells: int = 6) -> Figure:
+    """Condensation maps (Luo et al. Figs. 2, 6, 7): every neuron k of seed 0 as a point (orientation, A_k),
+    ``A_k = |a_k| ||w_k||`` divided by its largest value at that width, at initialization (grey) and at the end
+    of training (colour, one per width m), one panel per cell (gamma, gamma' and, where not 0, the exponent shift s; the first ``max_cells``).
+    Orientation: the angle of ``w_hat_k`` (input weight with bias, 1-d problem, Fig. 2/6), or ``w_hat_k . p``
+    with ``p = 1/sqrt(D)`` in high dimension (Fig. 7).  In the linear regime the final points stay on the
+    initial cloud; in the condensed regime they gather at a few orientations."""
+    rows = read_condensation(source)
+    key = lambda r: (r["gamma"], r["gamma_prime"], r["beta_shift"])  # noqa: E731
+    cells = list(dict.fromkeys(key(r) for r in rows))[:max_cells]
+    fig, axes = _new_figure(len(cells), width=4.0)
+    for ax, cell in zip(axes, cells):
+        mine = [r for r in rows if key(r) == cell]
+        for i, r in enumerate(mine):
+            scale0 = np.nanmax(r["A_init"]) or 1.0
+            scale1 = np.nanmax(r["A_final"]) or 1.0
+            if i == len(mine) - 1:  # the initial cloud of the largest width only, behind
+                ax.scatter(r["orient_init"], r["A_init"] / scale0, s=3, color="0.75", label=f"init, m={r['m']}",
+                           zorder=1)
+            ax.scatter(r["orient_final"], r["A_final"] / scale1, s=6, label=f"final, m={r['m']}", zorder=2)
+        one_d = mine[0]["problem"] == "fourpoint-1d"
+        ax.set_xlabel("angle of w_hat_k (rad)" if one_d else "w_hat_k . p,  p = 1/sqrt(D)")
+        ax.set_ylabel("A_k / max_k A_k")
+        ax.set_title(f"gamma={cell[0]:g}, gamma'={cell[1]:g}" + (f", s={cell[2]:g}" if cell[2] else ""))
+        ax.legend(fontsize=6, markerscale=2, loc="upper left")
     return fig
