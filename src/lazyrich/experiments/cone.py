@@ -56,7 +56,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lazyrich.experiments.protocol import Experiment, Preset, apply_overrides, config_from_dict, config_to_dict
+from lazyrich.experiments.protocol import Experiment, Preset, apply_overrides, config_from_dict, config_to_dict, torch_threads
 from lazyrich.experiments.protocol import check_type as _check_type
 
 __all__ = [
@@ -656,13 +656,8 @@ def run(config: ConeConfig, out_dir, *, progress: bool = True, threads: Optional
         threads = 1 if config.model in ("mlp", "lenet_300_100") else None
     elif isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
         raise ValueError(f"threads must be a positive int or None, got {threads!r}.")
-    before = torch.get_num_threads()
-    try:
-        if threads is not None:
-            torch.set_num_threads(threads)
+    with torch_threads(threads):
         return _run(config, out_dir, progress, device)
-    finally:
-        torch.set_num_threads(before)
 
 
 def _run(config: ConeConfig, out_dir, progress: bool, device: Optional[str]) -> Path:
