@@ -165,7 +165,7 @@ def test_tiny_run_end_to_end(tiny_run):
     assert K.shape == (cfg.n_probe, cfg.n_probe) and K.dtype == np.float32
 
     sw = pd.read_csv(path / "switching.csv")
-    assert list(sw.columns) == list(cone.SWITCHING_COLUMNS)
+    assert list(sw.columns) == [*cone.SWITCHING_COLUMNS, cone.REGIME_COLUMN]
     assert list(sw["switch_step"]) == [0, 20, 40, cfg.steps]
     assert list(sw["kind"]) == ["linearized", "switch", "switch", "standard"]
     assert (sw["T"] == cfg.steps).all()
@@ -177,6 +177,21 @@ def test_tiny_run_end_to_end(tiny_run):
         assert std[col] == pytest.approx(last[col], rel=1e-5, abs=1e-6), col
     # non-linear MLP: switching early really changes the outcome
     assert not np.isclose(sw["test_loss"].iloc[0], std["test_loss"], rtol=1e-3)
+
+
+def test_regime_column_is_classify_regime_of_the_metrics(tiny_run):
+    """The ``regime`` column of switching.csv (one verdict per run) is classify_regime of the tracker's
+    metrics.csv, and ``lazyrich report``'s regime line finds it."""
+    from lazyrich.dynamics import classify_regime
+    from lazyrich.plots.report import regime_summary
+
+    _, path = tiny_run
+    sw = pd.read_csv(path / "switching.csv")
+    expected = classify_regime(pd.read_csv(path / "metrics.csv")).verdict
+    assert sw["regime"].nunique() == 1 and sw["regime"].iloc[0] == expected
+    assert expected in ("lazy", "rich", "delayed-rich", "undetermined")
+    line = regime_summary(path)
+    assert line is not None and f"{expected} × 1" in line
 
 
 def test_switch_linear_model_equals_standard(tmp_path):

@@ -106,3 +106,21 @@ def test_override_supplies_a_field_the_preset_needs(tmp_path):
     assert cfg.data_dir == str(tmp_path) and cfg.dataset == "mnist"
     with pytest.raises(ValueError, match="unknown preset"):
         exp.config("nope", [f"data_dir={tmp_path}"])
+
+
+def test_torch_threads_sets_and_restores_also_on_error():
+    import torch
+
+    from lazyrich.experiments.protocol import torch_threads
+
+    before = torch.get_num_threads()
+    target = 1 if before != 1 else 2
+    with torch_threads(target):
+        assert torch.get_num_threads() == target
+    assert torch.get_num_threads() == before
+    with pytest.raises(RuntimeError):
+        with torch_threads(target):
+            raise RuntimeError("boom")
+    assert torch.get_num_threads() == before
+    with torch_threads(None):  # None leaves torch's setting
+        assert torch.get_num_threads() == before

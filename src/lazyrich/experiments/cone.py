@@ -56,7 +56,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lazyrich.experiments.protocol import Experiment, Preset, apply_overrides, config_from_dict, config_to_dict
+from lazyrich.experiments.protocol import Experiment, Preset, apply_overrides, config_from_dict, config_to_dict, torch_threads
 from lazyrich.experiments.protocol import check_type as _check_type
 
 __all__ = [
@@ -72,6 +72,8 @@ __all__ = [
     "calibrate_batchnorm",
     "switch_run",
     "SWITCHING_COLUMNS",
+    "REGIME_COLUMN",
+    "run_regime",
 ]
 
 #: Data sets the cone experiment accepts.
@@ -83,6 +85,10 @@ LOSSES: Tuple[str, ...] = ("cross_entropy", "mse")
 LR_SCHEDULES: Tuple[str, ...] = ("cosine", "step")
 #: Columns of ``switching.csv`` (in this order).
 SWITCHING_COLUMNS: Tuple[str, ...] = ("switch_step", "T", "kind", "test_loss", "test_acc", "train_loss", "train_acc")
+#: Column appended to ``switching.csv`` after :data:`SWITCHING_COLUMNS`: the run's
+#: :func:`lazyrich.dynamics.classify_regime` verdict (Kunin et al.) from the tracker's ``metrics.csv``
+#: (``kernel_dist_init`` and ``train_loss`` over ``step``), the same value in every row.
+REGIME_COLUMN = "regime"
 
 
 # --------------------------------------------------------------------------------------------
@@ -581,7 +587,20 @@ def _write_switching(path: Path, df: pd.DataFrame) -> None:
     from lazyrich.dynamics.store import atomic_write_bytes
 
     df = df.sort_values(["switch_step", "kind"], kind="stable").reset_index(drop=True)
-    atomic_write_bytes(path, df[list(SWITCHING_COLUMNS)].to_csv(index=False).encode())
+    cols = list(SWITCHING_COLUMNS) + ([REGIME_COLUMN] if REGIME_COLUMN in df.columns else [])
+    atomic_write_bytes(path, df[cols].to_csv(index=False).encode())
+
+
+def run_regime(run_dir) -> str:
+    """The :func:`lazyrich.dynamics.classify_regime` verdict of a cone run from its ``metrics.csv`` (kernel
+    distance to initialization ``kernel_dist_init`` and ``train_loss`` at the recorded steps; Kunin et al.,
+    *Get rich quick*); ``undetermined`` when the metrics do not allow one (e.g. fewer than 3 checkpoints)."""
+    from lazyrich.dynamics import classify_regime
+
+    try:
+        return classify_regime(pd.read_csv(Path(run_dir) / "metrics.csv")).verdict
+    except (ValueError, FileNotFoundError):
+        return "undetermined"
 
 
 def _row(t: int, T: int, kind: str, model: nn.Module, data, config: ConeConfig) -> Dict[str, Any]:
@@ -637,13 +656,8 @@ def run(config: ConeConfig, out_dir, *, progress: bool = True, threads: Optional
         threads = 1 if config.model in ("mlp", "lenet_300_100") else None
     elif isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
         raise ValueError(f"threads must be a positive int or None, got {threads!r}.")
-    before = torch.get_num_threads()
-    try:
-        if threads is not None:
-            torch.set_num_threads(threads)
+    with torch_threads(threads):
         return _run(config, out_dir, progress, device)
-    finally:
-        torch.set_num_threads(before)
 
 
 def _run(config: ConeConfig, out_dir, progress: bool, device: Optional[str]) -> Path:
@@ -701,6 +715,10 @@ def _run(config: ConeConfig, out_dir, progress: bool, device: Optional[str]) -> 
         final.load_state_dict(store.load_checkpoint(T)["model"])
         row = _row(T, T, "standard", final, data, config)
         table = pd.concat([table, pd.DataFrame([row])], ignore_index=True) if len(table) else pd.DataFrame([row])
+        _write_switching(path, table)
+    verdict = run_regime(store.path)
+    if REGIME_COLUMN not in table.columns or (table[REGIME_COLUMN] != verdict).any():
+        table[REGIME_COLUMN] = verdict
         _write_switching(path, table)
     return store.path
 

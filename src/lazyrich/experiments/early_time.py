@@ -31,7 +31,7 @@ import pandas as pd
 import torch
 
 from lazyrich.dynamics.schedule import log_spaced_steps
-from lazyrich.experiments.protocol import Experiment, Preset
+from lazyrich.experiments.protocol import Experiment, Preset, torch_threads
 
 __all__ = ["EarlyTimeConfig", "run", "EXPERIMENT", "COLUMNS", "train_pair", "residual_split", "train_fc",
            "SPLIT_COLUMNS"]
@@ -265,9 +265,7 @@ def run(config: EarlyTimeConfig, out_dir, *, progress: bool = False, threads: Op
     path = store.path / "results.csv"
     if path.exists():
         return store.path
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads or 1)
-    try:
+    with torch_threads(threads or 1):
         record = _record(config)
         rows, logits = [], []
         jobs = [(t, a, d) for t in config.targets for a in (config.activations if t == "sign" else config.norm_activations)
@@ -295,8 +293,6 @@ def run(config: EarlyTimeConfig, out_dir, *, progress: bool = False, threads: Op
                                pd.DataFrame(split, columns=list(SPLIT_COLUMNS)).to_csv(index=False).encode())
         atomic_write_bytes(store.path / "logits.csv", pd.DataFrame(logits).to_csv(index=False).encode())
         atomic_write_bytes(path, pd.DataFrame(rows, columns=list(COLUMNS)).to_csv(index=False).encode())
-    finally:
-        torch.set_num_threads(before)
     return store.path
 
 

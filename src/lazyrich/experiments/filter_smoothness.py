@@ -41,7 +41,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from lazyrich.experiments.protocol import Experiment, Preset
+from lazyrich.experiments.protocol import Experiment, Preset, torch_threads
 
 __all__ = ["FilterSmoothnessConfig", "LAPLACIAN", "filter_smoothness", "builtin_color_digits", "run",
            "EXPERIMENT", "COLUMNS"]
@@ -204,9 +204,7 @@ def run(config: FilterSmoothnessConfig, out_dir, *, progress: bool = False, thre
     mu, sd = x_tr.mean(dim=(0, 2, 3), keepdim=True), x_tr.std(dim=(0, 2, 3), keepdim=True)
     x_tr, x_te = ((x_tr - mu) / sd).to(dev), ((x_te - mu) / sd).to(dev)
     y_tr, y_te = y_tr.to(dev), y_te.to(dev)
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads or 1)
-    try:
+    with torch_threads(threads or 1):
         model = build_model(config).to(dev)
         s0 = filter_smoothness(model.first_layer.weight)
         opt = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum, nesterov=True,
@@ -240,8 +238,6 @@ def run(config: FilterSmoothnessConfig, out_dir, *, progress: bool = False, thre
         np.save(buf, w.numpy())
         atomic_write_bytes(store.path / "filters.npy", buf.getvalue())
         atomic_write_bytes(path, pd.DataFrame([row], columns=list(COLUMNS)).to_csv(index=False).encode())
-    finally:
-        torch.set_num_threads(before)
     return store.path
 
 

@@ -45,7 +45,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from lazyrich.experiments.protocol import Experiment, Preset, apply_overrides, config_from_dict, config_to_dict
+from lazyrich.experiments.protocol import Experiment, Preset, apply_overrides, config_from_dict, config_to_dict, torch_threads
 
 __all__ = ["GrokkingConfig", "PRESETS", "run", "build_model", "make_optimizer", "first_crossing",
            "RESULT_COLUMNS", "CURVE_COLUMNS"]
@@ -259,12 +259,8 @@ def run(config: GrokkingConfig, out_dir, *, progress: bool = False, threads: Opt
     root = store.path
     if (root / "results.csv").exists():
         return root
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads or 1)
-    try:
+    with torch_threads(threads or 1):
         _train_cell(config, store, dev, progress)
-    finally:
-        torch.set_num_threads(before)
     return root
 
 

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lazyrich.dynamics.schedule import log_spaced_steps
-from lazyrich.experiments.protocol import Experiment, Preset
+from lazyrich.experiments.protocol import Experiment, Preset, torch_threads
 
 __all__ = ["LenetRebalanceConfig", "run", "balance_table", "EXPERIMENT", "COLUMNS"]
 
@@ -200,9 +200,7 @@ def run(config: LenetRebalanceConfig, out_dir, *, progress: bool = False, thread
     if path.exists():
         return store.path
     x_tr, y_tr, x_te, y_te, side = _data(config)
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads or 1)
-    try:
+    with torch_threads(threads or 1):
         n = len(x_tr)
         T = config.steps if config.steps is not None else config.epochs * math.ceil(n / config.batch_size)
         record = log_spaced_steps(T, config.n_checkpoints)
@@ -245,8 +243,6 @@ def run(config: LenetRebalanceConfig, out_dir, *, progress: bool = False, thread
         table = pd.DataFrame(rows, columns=list(COLUMNS[:-1]))
         table["regime"] = _verdict(table)
         atomic_write_bytes(path, table.to_csv(index=False).encode())
-    finally:
-        torch.set_num_threads(before)
     return store.path
 
 

@@ -42,7 +42,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from lazyrich.experiments.protocol import Experiment, Preset
+from lazyrich.experiments.protocol import Experiment, Preset, torch_threads
 
 __all__ = ["PhaseDiagramConfig", "run", "scalings", "problem_data", "seed_interval", "zero_crossings",
            "EXPERIMENT", "COLUMNS", "RD_COLUMNS", "FOURPOINT_X", "FOURPOINT_Y"]
@@ -285,9 +285,7 @@ def run(config: PhaseDiagramConfig, out_dir, *, progress: bool = False, threads:
     if path.exists():
         return store.path
     x, y = problem_data(config)
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads or 1)
-    try:
+    with torch_threads(threads or 1):
         widths = sorted(set(config.widths))
         per: Dict[int, Dict[str, np.ndarray]] = {}
         for m in widths:
@@ -326,8 +324,6 @@ def run(config: PhaseDiagramConfig, out_dir, *, progress: bool = False, threads:
                    max_loss=float(rd["loss"].max()))
         atomic_write_bytes(store.path / "rd.csv", rd.to_csv(index=False).encode())
         atomic_write_bytes(path, pd.DataFrame([row], columns=list(COLUMNS)).to_csv(index=False).encode())
-    finally:
-        torch.set_num_threads(before)
     return store.path
 
 

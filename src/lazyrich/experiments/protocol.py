@@ -30,6 +30,7 @@ the sweep layer contain no per-experiment code.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import re
 import typing
@@ -49,6 +50,7 @@ __all__ = [
     "config_to_dict",
     "config_from_dict",
     "field_help",
+    "torch_threads",
 ]
 
 
@@ -236,3 +238,18 @@ def field_help(cls: type) -> List[Tuple[str, str, Any, str]]:
         tname = tp.__name__ if isinstance(tp, type) else str(tp).replace("typing.", "")
         out.append((f.name, tname, getattr(default, f.name), meaning.get(f.name, "")))
     return out
+
+
+@contextlib.contextmanager
+def torch_threads(threads: Optional[int]):
+    """Run the ``with`` block with ``threads`` torch intra-op threads (``None``: leave torch's setting) and
+    restore the previous number afterwards, also on error -- the preamble of every experiment's ``run``."""
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        if threads is not None:
+            torch.set_num_threads(threads)
+        yield
+    finally:
+        torch.set_num_threads(before)

@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lazyrich.experiments.protocol import Experiment, Preset
+from lazyrich.experiments.protocol import Experiment, Preset, torch_threads
 
 __all__ = ["RHMConfig", "run", "build_model", "train_kwargs", "EXPERIMENT", "COLUMNS"]
 
@@ -209,9 +209,7 @@ def run(config: RHMConfig, out_dir, *, progress: bool = False, threads: Optional
     path = store.path / "results.csv"
     if path.exists():
         return store.path
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads or 1)
-    try:
+    with torch_threads(threads or 1):
         data = make_rhm(config.n_train, config.n_test, L=config.L, n_c=config.n_c, m=config.m, s=config.s,
                         v=config.v, seed=config.seed)
         model, mults = build_model(config)
@@ -225,8 +223,6 @@ def run(config: RHMConfig, out_dir, *, progress: bool = False, threads: Optional
         atomic_write_bytes(path, pd.DataFrame([row], columns=list(COLUMNS)).to_csv(index=False).encode())
         for step in store.checkpoint_steps()[:-1]:  # they only served to resume; the final state stays
             store.remove_checkpoint(step)
-    finally:
-        torch.set_num_threads(before)
     return store.path
 
 

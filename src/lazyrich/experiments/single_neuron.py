@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from lazyrich.experiments.protocol import Experiment, Preset
+from lazyrich.experiments.protocol import Experiment, Preset, torch_threads
 
 __all__ = ["SingleNeuronConfig", "run", "EXPERIMENT", "COLUMNS", "initialization"]
 
@@ -126,9 +126,7 @@ def run(config: SingleNeuronConfig, out_dir, *, progress: bool = False, threads:
     path = store.path / "results.csv"
     if path.exists():
         return store.path
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads or 1)
-    try:
+    with torch_threads(threads or 1):
         X = np.eye(2)
         bstar = np.asarray(config.beta_star, dtype=np.float64)
         y = X @ bstar
@@ -183,8 +181,6 @@ def run(config: SingleNeuronConfig, out_dir, *, progress: bool = False, threads:
                                 by="delta").set_index("delta").regime
         df["regime"] = df.delta.map(verdicts)
         atomic_write_bytes(path, df.to_csv(index=False).encode())
-    finally:
-        torch.set_num_threads(before)
     return store.path
 
 

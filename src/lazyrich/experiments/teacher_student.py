@@ -36,7 +36,7 @@ import pandas as pd
 import torch
 
 from lazyrich.dynamics.schedule import log_spaced_steps
-from lazyrich.experiments.protocol import Experiment, Preset
+from lazyrich.experiments.protocol import Experiment, Preset, torch_threads
 
 __all__ = ["TeacherStudentConfig", "run", "EXPERIMENT", "COLUMNS", "two_layer_ntk", "batched_kernel_distance",
            "memory_estimate"]
@@ -249,9 +249,7 @@ def run(config: TeacherStudentConfig, out_dir, *, progress: bool = False, thread
     path = store.path / "results.csv"
     if path.exists():
         return store.path
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads or 1)
-    try:
+    with torch_threads(threads or 1):
         cells = _cells(config)
         C = len(cells)
         probs = {s: _problem(config, s) for s in config.seeds}
@@ -341,8 +339,6 @@ def run(config: TeacherStudentConfig, out_dir, *, progress: bool = False, thread
             traj = fig1a_trajectories(config.fig1a_steps, config.fig1a_lr, seed=int(config.seeds[0]))
             atomic_write_bytes(store.path / "trajectories.csv", traj.to_csv(index=False).encode())
         atomic_write_bytes(path, df[list(COLUMNS)].to_csv(index=False).encode())
-    finally:
-        torch.set_num_threads(before)
     return store.path
 
 

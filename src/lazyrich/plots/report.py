@@ -169,8 +169,14 @@ def _experiment_figures(path: Path, exp: str, fig_dir: Path) -> Dict[str, tuple]
 
 def regime_summary(path) -> Optional[str]:
     """One line counting the ``regime`` verdicts (:func:`lazyrich.dynamics.classify_regime`) of a run's
-    ``results.csv``, or None when it has no regime column."""
-    f = Path(path) / "results.csv"
+    results table (``results.csv``, or the registered experiment's ``results_file``, e.g. cone's
+    ``switching.csv``), or None when it has no regime column."""
+    from lazyrich.experiments import registry
+
+    path = Path(path)
+    meta = None if (path / "sweep.json").exists() else _read_json(path / "config.json")
+    exp = meta.get("experiment") if meta else None
+    f = path / (registry.get(exp).results_file if exp in registry.names() else "results.csv")
     if not f.exists():
         return None
     import pandas as pd
