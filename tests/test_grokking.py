@@ -196,27 +196,28 @@ def test_registered_presets_and_bad_config(tmp_path):
 
 def test_figures_from_a_directory_of_cells(tmp_path):
     from lazyrich.plots import fig_grokking_curves, fig_grokking_heatmaps
-    from lazyrich.plots.grokking import grokking_grid, read_grokking
+    from lazyrich.plots.grokking import grokking_grid
+    from lazyrich.plots.tables import read_table
 
     for tau in (1.0, 2.0):
         run(_tiny(tau=tau, max_steps=40), tmp_path / f"t{tau}")
-    res = read_grokking(tmp_path)
+    res = read_table(tmp_path)
     grid = grokking_grid(res, "steps_to_val")
     assert list(grid.columns) == [1.0, 2.0] and grid.isna().all().all()  # all censored: NaN, not the budget
     assert fig_grokking_heatmaps(tmp_path).axes and fig_grokking_curves(tmp_path).axes
     with pytest.raises(FileNotFoundError, match="run `lazyrich run grokking`"):
-        read_grokking(tmp_path / "empty")
+        read_table(tmp_path / "empty", experiment="grokking")
 
 
 def test_read_prefers_a_sweep_directorys_aggregated_table(tmp_path):
     """A sweep directory holds the aggregated results.csv and each cell's own copy: rows are read once."""
     import pandas as pd
 
-    from lazyrich.plots.grokking import read_grokking
+    from lazyrich.plots.tables import read_table
 
     row = pd.DataFrame({"alpha": [1.0], "tau": [1.0], "steps_to_val": [5.0]})
     (tmp_path / "cells" / "h1").mkdir(parents=True)
     row.to_csv(tmp_path / "cells" / "h1" / "results.csv", index=False)
     row.to_csv(tmp_path / "results.csv", index=False)
-    assert len(read_grokking(tmp_path)) == 1
-    assert len(read_grokking(tmp_path / "cells")) == 1  # a plain directory of cells: every cell once
+    assert len(read_table(tmp_path)) == 1
+    assert len(read_table(tmp_path / "cells")) == 1  # a plain directory of cells: every cell once

@@ -142,12 +142,12 @@ def test_registered_with_grids_and_figure(tmp_path):
     fig = getattr(lazyrich.plots, name)(tmp_path)
     assert len(fig.axes[0].lines) >= 2
     # a sweep directory's aggregated results.csv is read instead of the cells' (no double counting)
-    from lazyrich.plots.rebalance import read_tables
+    from lazyrich.plots.tables import read_table
 
-    cells = read_tables(tmp_path)
+    cells = read_table(tmp_path)
     assert len(cells) == 2
     cells.to_csv(tmp_path / "results.csv", index=False)
-    assert len(read_tables(tmp_path)) == 2
+    assert len(read_table(tmp_path)) == 2
 
 
 @pytest.mark.parametrize("kw, match", [({"alpha": -1.0}, "alpha must be a positive"),

@@ -8,14 +8,14 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from lazyrich.plots.figures import _new_figure
-from lazyrich.plots.rebalance import read_tables
+from lazyrich.plots.tables import read_table
 
 __all__ = ["fig_early_time_losses", "fig_early_time_logits", "fig_early_time_discrepancy", "fig_early_time_norm",
            "fig_early_time_residual_split"]
 
 
 def _table(source, target):
-    df = read_tables(source)
+    df = read_table(source, experiment="early-time")
     if "discrepancy" not in df.columns:
         raise ValueError("the table has no discrepancy column; pass an early-time results table.")
     df = df[df.target == target]

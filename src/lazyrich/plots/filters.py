@@ -9,7 +9,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from lazyrich.plots.figures import _new_figure
-from lazyrich.plots.grokking import read_grokking
+from lazyrich.plots.tables import read_table
 
 __all__ = ["fig_filter_smoothness", "fig_filter_grid"]
 
@@ -17,7 +17,7 @@ __all__ = ["fig_filter_smoothness", "fig_filter_grid"]
 def fig_filter_smoothness(source) -> Figure:
     """Left: train/test accuracy vs alpha; right: mean normalized-Laplacian smoothness of the learned
     first-layer filters (lower is smoother) vs alpha, with the initial filters' value dashed; means over seeds."""
-    df = read_grokking(source)
+    df = read_table(source, experiment="filter-smoothness")
     need = {"alpha", "train_acc", "test_acc", "smoothness_mean", "smoothness_init_mean"}
     if not need <= set(df.columns):
         raise ValueError(f"the table lacks columns {sorted(need - set(df.columns))}; pass a filter-smoothness results table.")

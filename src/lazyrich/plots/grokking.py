@@ -4,28 +4,14 @@ accuracy curves of every cell."""
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Union
-
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
 from lazyrich.plots.figures import _new_figure
+from lazyrich.plots.tables import read_table
 
-__all__ = ["fig_grokking_heatmaps", "fig_grokking_curves", "grokking_grid", "read_grokking"]
-
-
-def read_grokking(source: Union[str, Path, pd.DataFrame], name: str = "results.csv") -> pd.DataFrame:
-    """A DataFrame as is, or every ``name`` (``results.csv`` / ``curves.csv``) under a run or sweep directory."""
-    if isinstance(source, pd.DataFrame):
-        return source
-    top = Path(source) / name
-    # a run directory's own table, or a sweep directory's aggregated one (never also its cells' copies)
-    paths = [top] if top.is_file() else sorted(Path(source).rglob(name))
-    if not paths:
-        raise FileNotFoundError(f"no {name} under {source}; run `lazyrich run grokking` into it first.")
-    return pd.concat([pd.read_csv(p) for p in paths], ignore_index=True)
+__all__ = ["fig_grokking_heatmaps", "fig_grokking_curves", "grokking_grid"]
 
 
 def grokking_grid(results: pd.DataFrame, column: str = "steps_to_val") -> pd.DataFrame:
@@ -42,7 +28,7 @@ def fig_grokking_heatmaps(source) -> Figure:
     """Steps until train accuracy >= threshold (left) and validation accuracy >= threshold (right) over
     (alpha, tau), mean over the seeds that reached it; cells annotated with the mean and, when some seeds
     were censored (never reached it within the budget), ``censored k/n``."""
-    df = read_grokking(source)
+    df = read_table(source, experiment="grokking")
     fig, axes = _new_figure(2, width=4.6)
     for ax, col, flag, title in zip(axes, ("steps_to_train", "steps_to_val"), ("censored_train", "censored_val"),
                                     ("steps until train acc. >= 99 %", "steps until val. acc. >= 99 % (grokked)")):
@@ -69,7 +55,7 @@ def fig_grokking_heatmaps(source) -> Figure:
 def fig_grokking_curves(source) -> Figure:
     """Train (dashed) and validation (solid) accuracy against step for every (alpha, tau), seed 0 or the
     smallest seed present."""
-    df = read_grokking(source, "curves.csv")
+    df = read_table(source, "curves.csv", "grokking")
     df = df[df.seed == df.seed.min()]
     fig, axes = _new_figure(1, width=6.0)
     ax = axes[0]

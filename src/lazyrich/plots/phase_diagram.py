@@ -11,7 +11,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from lazyrich.plots.figures import _new_figure
-from lazyrich.plots.rebalance import read_tables
+from lazyrich.plots.tables import read_table
 
 __all__ = ["fig_phase_diagram", "fig_phase_rd", "fig_condensation", "read_condensation"]
 
@@ -22,7 +22,7 @@ def fig_phase_diagram(source) -> Figure:
     crossings of S_w (stars)."""
     from lazyrich.experiments.phase_diagram import zero_crossings
 
-    df = read_tables(source)
+    df = read_table(source, experiment="phase-diagram")
     need = {"gamma", "gamma_prime", "S_w"}
     if not need <= set(df.columns):
         raise ValueError(f"the table lacks columns {sorted(need - set(df.columns))}; pass a phase-diagram results table.")
@@ -49,13 +49,7 @@ def fig_phase_diagram(source) -> Figure:
 def fig_phase_rd(source: Union[str, Path, pd.DataFrame]) -> Figure:
     """Log-log RD_w vs width m, one line per (gamma, gamma') cell, mean over seeds (Luo et al. Fig. 3), from
     the cells' ``rd.csv`` (or a DataFrame with columns gamma, gamma_prime, m, rd_w)."""
-    if isinstance(source, pd.DataFrame):
-        rd = source
-    else:
-        paths = sorted(Path(source).rglob("rd.csv"))
-        if not paths:
-            raise FileNotFoundError(f"no rd.csv under {source}; run `lazyrich run phase-diagram` into it first.")
-        rd = pd.concat([pd.read_csv(p) for p in paths], ignore_index=True)
+    rd = read_table(source, "rd.csv", "phase-diagram")
     need = {"gamma", "gamma_prime", "m", "rd_w"}
     if not need <= set(rd.columns):
         raise ValueError(f"the table lacks columns {sorted(need - set(rd.columns))}; pass phase-diagram rd.csv rows.")

@@ -2,33 +2,18 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Union
-
-import pandas as pd
 from matplotlib.figure import Figure
 
 from lazyrich.plots.figures import _new_figure
+from lazyrich.plots.tables import read_table
 
-__all__ = ["fig_lenet_rebalance", "fig_layer_balance", "fig_rhm_sample_complexity", "read_tables"]
-
-
-def read_tables(source: Union[str, Path, pd.DataFrame]) -> pd.DataFrame:
-    """A DataFrame as is; the ``results.csv`` of a run directory, or of a sweep directory (the sweep's
-    aggregated table); else every ``results.csv`` under the directory, concatenated."""
-    if isinstance(source, pd.DataFrame):
-        return source
-    top = Path(source) / "results.csv"
-    paths = [top] if top.is_file() else sorted(Path(source).rglob("results.csv"))
-    if not paths:
-        raise FileNotFoundError(f"no results.csv under {source}; run an experiment (e.g. `lazyrich run rhm`) into it first.")
-    return pd.concat([pd.read_csv(p) for p in paths], ignore_index=True)
+__all__ = ["fig_lenet_rebalance", "fig_layer_balance", "fig_rhm_sample_complexity"]
 
 
 def fig_lenet_rebalance(source) -> Figure:
     """Fig. 5a: kernel distance S(0, t), Hamming distance and parameter distance vs step, one line per alpha
     (mean over seeds; log-scaled step axis, step 0 omitted)."""
-    df = read_tables(source)
+    df = read_table(source, experiment="lenet-rebalance")
     need = {"alpha", "seed", "step", "kernel_distance", "hamming", "param_distance"}
     if not need <= set(df.columns):
         raise ValueError(f"the table lacks columns {sorted(need - set(df.columns))}; pass a lenet-rebalance results table.")
@@ -48,7 +33,7 @@ def fig_lenet_rebalance(source) -> Figure:
 def fig_rhm_sample_complexity(source) -> Figure:
     """Fig. 5c: test accuracy against the training-set size (fraction of the RHM's P_max data, log axis), one
     line per alpha, mean over seeds with the standard deviation as error bars; dotted: chance 1/n_c."""
-    df = read_tables(source)
+    df = read_table(source, experiment="rhm")
     need = {"alpha", "seed", "train_fraction", "test_acc"}
     if not need <= set(df.columns):
         raise ValueError(f"the table lacks columns {sorted(need - set(df.columns))}; pass an rhm results table.")
@@ -70,13 +55,7 @@ def fig_layer_balance(source) -> Figure:
     """Each layer's mean balance ``a_k^2 - ||w_k||^2`` before (He init) and after ``rebalance(alpha)``, one
     marker set per alpha (symlog axis), from the ``balance.csv`` files of a run or sweep directory (or a
     DataFrame with columns ``alpha, layer, delta_before, delta_after``)."""
-    if isinstance(source, pd.DataFrame):
-        df = source
-    else:
-        paths = sorted(Path(source).rglob("balance.csv"))
-        if not paths:
-            raise FileNotFoundError(f"no balance.csv under {source}; run `lazyrich run lenet-rebalance` into it first.")
-        df = pd.concat([pd.read_csv(p) for p in paths], ignore_index=True)
+    df = read_table(source, "balance.csv", "lenet-rebalance")
     need = {"alpha", "layer", "delta_before", "delta_after"}
     if not need <= set(df.columns):
         raise ValueError(f"the table lacks columns {sorted(need - set(df.columns))}; pass a lenet-rebalance balance table.")

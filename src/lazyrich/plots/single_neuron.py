@@ -6,7 +6,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from lazyrich.plots.figures import _new_figure
-from lazyrich.plots.rebalance import read_tables
+from lazyrich.plots.tables import read_table
 
 __all__ = ["fig_single_neuron"]
 
@@ -14,7 +14,7 @@ __all__ = ["fig_single_neuron"]
 def fig_single_neuron(source) -> Figure:
     """Fig. 2: beta(t) paths in the plane, kernel distance S(0, t), and the parameter path (a, ||w||) on the
     hyperbola a^2 - ||w||^2 = delta; exact flow as lines, gradient descent as dots, one colour per delta."""
-    df = read_tables(source)
+    df = read_table(source, experiment="single-neuron")
     need = {"delta", "t", "S_exact", "S_gd", "beta1_exact", "beta2_exact", "beta1_gd", "beta2_gd",
             "a_exact", "a_gd", "wnorm_exact", "wnorm_gd"}
     if not need <= set(df.columns):

@@ -9,7 +9,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 
-from lazyrich.plots.rebalance import read_tables
+from lazyrich.plots.tables import read_table
 
 __all__ = ["fig_teacher_student_maps", "fig_teacher_student_neurons", "final_maps"]
 
@@ -20,7 +20,7 @@ _PANELS = (("test_loss", "test loss (Fig. 1b)", True), ("kernel_distance", "kern
 
 def final_maps(source) -> pd.DataFrame:
     """Mean over seeds at the last recorded step of each (tau, delta): one row per (tau, delta)."""
-    df = read_tables(source)
+    df = read_table(source, experiment="teacher-student")
     need = {"tau", "delta", "seed", "step", "test_loss", "kernel_distance", "hamming", "param_distance_rel",
             "train_loss"}
     if not need <= set(df.columns):
