@@ -71,17 +71,20 @@ def read_condensation(source: Union[str, Path]) -> List[Dict]:
     """The condensation features saved by a phase-diagram run (``widths/m<m>.npz``, seed 0) of a run directory
     or of every cell of a sweep directory: one dict per (cell, width) with ``gamma``, ``gamma_prime``,
     ``beta_shift``, ``problem`` (from the cell's ``config.json``), ``m`` and the arrays ``A_init``, ``orient_init``,
-    ``A_final``, ``orient_final``; sorted by (gamma', gamma, m)."""
+    ``A_final``, ``orient_final``; sorted by (gamma', gamma, beta_shift, m)."""
     root = Path(source)
     files = sorted(root.glob("widths/m*.npz")) or sorted(root.glob("cells/*/widths/m*.npz"))
     if not files:
         raise FileNotFoundError(f"no widths/m*.npz under {source}; run `lazyrich run phase-diagram` into it first.")
-    out = []
+    out, configs = [], {}
     for f in files:
-        cfg_path = f.parent.parent / "config.json"
-        if not cfg_path.is_file():
-            raise FileNotFoundError(f"{cfg_path} is missing, so the cell of {f} is unknown; rerun that cell.")
-        cfg = json.loads(cfg_path.read_text())
+        cell = f.parent.parent
+        if cell not in configs:  # one config.json per cell, read once for all its widths
+            if not (cell / "config.json").is_file():
+                raise FileNotFoundError(f"{cell / 'config.json'} is missing, so the cell of {f} is unknown; "
+                                        "rerun that cell.")
+            configs[cell] = json.loads((cell / "config.json").read_text())
+        cfg = configs[cell]
         with np.load(f) as z:
             arrays = {k: np.asarray(z[k], dtype=np.float64) for k in ("A_init", "orient_init", "A_final", "orient_final")}
         out.append({"gamma": float(cfg["gamma"]), "gamma_prime": float(cfg["gamma_prime"]),
@@ -93,7 +96,8 @@ def read_condensation(source: Union[str, Path]) -> List[Dict]:
 def fig_condensation(source: Union[str, Path], max_cells: int = 6) -> Figure:
     """Condensation maps (Luo et al. Figs. 2, 6, 7): every neuron k of seed 0 as a point (orientation, A_k),
     ``A_k = |a_k| ||w_k||`` divided by its largest value at that width, at initialization (grey) and at the end
-    of training (colour, one per width m), one panel per cell (gamma, gamma' and, where not 0, the exponent shift s; the first ``max_cells``).
+    of training (colour, one per width m), one panel per cell (gamma, gamma' and, where not 0, the exponent
+    shift s; the first ``max_cells``).
     Orientation: the angle of ``w_hat_k`` (input weight with bias, 1-d problem, Fig. 2/6), or ``w_hat_k . p``
     with ``p = 1/sqrt(D)`` in high dimension (Fig. 7).  In the linear regime the final points stay on the
     initial cloud; in the condensed regime they gather at a few orientations."""
